@@ -1,0 +1,1 @@
+"""PostgreSQL adapters: raw psycopg SQL over one ``AsyncConnectionPool``."""

@@ -1,0 +1,246 @@
+"""One-time codes and refresh-token sessions in PostgreSQL.
+
+The state changes that must have a single winner (consuming a code, rotating
+a refresh token, revoking) are conditional UPDATEs: PostgreSQL re-checks the
+condition on the row's newest version after waiting for a concurrent writer,
+so of two racing requests exactly one sees a row updated.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from adapters.postgres._common import Row, execute, fetch_all, fetch_one, utc, utc_or_none
+from adapters.postgres.pool import Database
+from gemini_core.entities import (
+    NewOtpVerification,
+    NewUserSession,
+    OtpPurpose,
+    OtpVerification,
+    UserSession,
+)
+from gemini_core.errors import NotFoundError
+
+# --- one-time codes ----------------------------------------------------------
+
+_OTP_COLUMNS = """
+    id, email, purpose, code_hash, attempts, expires_at, consumed_at, created_at
+"""
+
+# A new code retires the unused earlier ones for the same email and purpose
+# by marking them consumed, rather than deleting them: the hourly cap counts
+# every code issued. Both happen in one statement, so a concurrent verify sees
+# either the old code live or the new one, never both.
+_INSERT_OTP = (
+    """
+WITH retired AS (
+    UPDATE otp_verifications SET consumed_at = now()
+    WHERE lower(email) = lower(%(email)s) AND purpose = %(purpose)s AND consumed_at IS NULL
+)
+INSERT INTO otp_verifications (email, purpose, code_hash, expires_at)
+VALUES (%(email)s, %(purpose)s, %(code_hash)s, %(expires_at)s)
+RETURNING"""
+    + _OTP_COLUMNS
+)
+
+_LATEST_OTP = (
+    "SELECT"
+    + _OTP_COLUMNS
+    + """FROM otp_verifications
+WHERE lower(email) = lower(%(email)s) AND purpose = %(purpose)s
+ORDER BY id DESC
+LIMIT 1
+"""
+)
+
+_COUNT_OTP_SINCE = """
+SELECT count(*) AS issued FROM otp_verifications
+WHERE lower(email) = lower(%(email)s) AND created_at >= %(since)s
+"""
+
+_RECORD_OTP_FAILURE = """
+UPDATE otp_verifications SET attempts = attempts + 1 WHERE id = %(id)s RETURNING attempts
+"""
+
+_CONSUME_OTP = """
+UPDATE otp_verifications SET consumed_at = %(at)s WHERE id = %(id)s AND consumed_at IS NULL
+"""
+
+_DELETE_OTP = "DELETE FROM otp_verifications WHERE id = %(id)s"
+
+_PURGE_OTPS = "DELETE FROM otp_verifications WHERE expires_at < %(before)s"
+
+
+def _otp(row: Row) -> OtpVerification:
+    return OtpVerification(
+        id=row["id"],
+        email=row["email"],
+        purpose=OtpPurpose(row["purpose"]),
+        code_hash=row["code_hash"],
+        attempts=row["attempts"],
+        expires_at=utc(row["expires_at"]),
+        consumed_at=utc_or_none(row["consumed_at"]),
+        created_at=utc(row["created_at"]),
+    )
+
+
+class PostgresOtpRepository:
+    """The ``OtpRepository`` port on the ``otp_verifications`` table."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def add(self, otp: NewOtpVerification) -> OtpVerification:
+        row = await fetch_one(
+            self._db,
+            _INSERT_OTP,
+            {
+                "email": otp.email,
+                "purpose": otp.purpose.value,
+                "code_hash": otp.code_hash,
+                "expires_at": otp.expires_at,
+            },
+        )
+        assert row is not None
+        return _otp(row)
+
+    async def latest(self, email: str, purpose: OtpPurpose) -> OtpVerification | None:
+        row = await fetch_one(self._db, _LATEST_OTP, {"email": email, "purpose": purpose.value})
+        return None if row is None else _otp(row)
+
+    async def count_since(self, email: str, since: datetime) -> int:
+        row = await fetch_one(self._db, _COUNT_OTP_SINCE, {"email": email, "since": since})
+        assert row is not None
+        return int(row["issued"])
+
+    async def record_failure(self, otp_id: int) -> int:
+        row = await fetch_one(self._db, _RECORD_OTP_FAILURE, {"id": otp_id})
+        if row is None:
+            raise NotFoundError("No such code.")
+        return int(row["attempts"])
+
+    async def consume(self, otp_id: int, at: datetime) -> bool:
+        return await execute(self._db, _CONSUME_OTP, {"id": otp_id, "at": at}) > 0
+
+    async def delete(self, otp_id: int) -> None:
+        await execute(self._db, _DELETE_OTP, {"id": otp_id})
+
+    async def purge_expired(self, before: datetime) -> int:
+        return await execute(self._db, _PURGE_OTPS, {"before": before})
+
+
+# --- sessions ----------------------------------------------------------------
+
+_SESSION_COLUMNS = """
+    id, user_id, refresh_token_hash, user_agent, ip,
+    created_at, last_used_at, expires_at, revoked_at
+"""
+
+_INSERT_SESSION = (
+    """
+INSERT INTO user_sessions (user_id, refresh_token_hash, user_agent, ip, expires_at)
+VALUES (%(user_id)s, %(refresh_token_hash)s, %(user_agent)s, %(ip)s, %(expires_at)s)
+RETURNING"""
+    + _SESSION_COLUMNS
+)
+
+_GET_SESSION = "SELECT" + _SESSION_COLUMNS + "FROM user_sessions WHERE id = %(id)s"
+
+_LIST_LIVE_SESSIONS = (
+    "SELECT"
+    + _SESSION_COLUMNS
+    + """FROM user_sessions
+WHERE user_id = %(user_id)s AND revoked_at IS NULL AND expires_at > %(now)s
+ORDER BY id DESC
+"""
+)
+
+# Compare-and-swap: only the request still holding the current hash wins.
+_ROTATE_SESSION = """
+UPDATE user_sessions SET refresh_token_hash = %(new_hash)s, last_used_at = %(now)s
+WHERE id = %(id)s
+  AND refresh_token_hash = %(expected_hash)s
+  AND revoked_at IS NULL
+  AND expires_at > %(now)s
+"""
+
+_TOUCH_SESSION = """
+UPDATE user_sessions SET last_used_at = GREATEST(last_used_at, %(now)s::timestamptz)
+WHERE id = %(id)s
+"""
+
+_REVOKE_SESSION = """
+UPDATE user_sessions SET revoked_at = %(now)s
+WHERE id = %(id)s AND revoked_at IS NULL AND expires_at > %(now)s
+"""
+
+_REVOKE_ALL_SESSIONS = """
+UPDATE user_sessions SET revoked_at = %(now)s
+WHERE user_id = %(user_id)s
+  AND revoked_at IS NULL
+  AND expires_at > %(now)s
+  AND id IS DISTINCT FROM %(except_id)s::bigint
+"""
+
+
+def _session(row: Row) -> UserSession:
+    return UserSession(
+        id=row["id"],
+        user_id=row["user_id"],
+        refresh_token_hash=row["refresh_token_hash"],
+        user_agent=row["user_agent"],
+        ip=row["ip"],
+        created_at=utc(row["created_at"]),
+        last_used_at=utc(row["last_used_at"]),
+        expires_at=utc(row["expires_at"]),
+        revoked_at=utc_or_none(row["revoked_at"]),
+    )
+
+
+class PostgresSessionRepository:
+    """The ``SessionRepository`` port on the ``user_sessions`` table."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def add(self, session: NewUserSession) -> UserSession:
+        row = await fetch_one(
+            self._db,
+            _INSERT_SESSION,
+            {
+                "user_id": session.user_id,
+                "refresh_token_hash": session.refresh_token_hash,
+                "user_agent": session.user_agent,
+                "ip": session.ip,
+                "expires_at": session.expires_at,
+            },
+        )
+        assert row is not None
+        return _session(row)
+
+    async def get(self, session_id: int) -> UserSession | None:
+        row = await fetch_one(self._db, _GET_SESSION, {"id": session_id})
+        return None if row is None else _session(row)
+
+    async def list_live(self, user_id: int, now: datetime) -> list[UserSession]:
+        rows = await fetch_all(self._db, _LIST_LIVE_SESSIONS, {"user_id": user_id, "now": now})
+        return [_session(row) for row in rows]
+
+    async def rotate(
+        self, session_id: int, *, expected_hash: str, new_hash: str, now: datetime
+    ) -> bool:
+        params = {"id": session_id, "expected_hash": expected_hash, "new_hash": new_hash}
+        return await execute(self._db, _ROTATE_SESSION, params | {"now": now}) > 0
+
+    async def touch(self, session_id: int, now: datetime) -> None:
+        await execute(self._db, _TOUCH_SESSION, {"id": session_id, "now": now})
+
+    async def revoke(self, session_id: int, now: datetime) -> bool:
+        return await execute(self._db, _REVOKE_SESSION, {"id": session_id, "now": now}) > 0
+
+    async def revoke_all(self, user_id: int, now: datetime, *, except_id: int | None = None) -> int:
+        return await execute(
+            self._db,
+            _REVOKE_ALL_SESSIONS,
+            {"user_id": user_id, "now": now, "except_id": except_id},
+        )

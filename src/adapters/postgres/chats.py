@@ -1,0 +1,266 @@
+"""Chats and their messages in PostgreSQL.
+
+A chat's ``message_count`` and ``updated_at`` change in the same statement
+that stores a message: the UPDATE locks the chat's row, so concurrent adds
+queue behind each other and never lose a count, and a chat that is not the
+caller's gets neither the message nor the bump.
+"""
+
+from __future__ import annotations
+
+from adapters.postgres._common import Row, execute, fetch_all, fetch_one, utc
+from adapters.postgres.pool import Database
+from gemini_core.entities import (
+    Chat,
+    ChatChanges,
+    ChatCursor,
+    Message,
+    MessageRole,
+    MessageStatus,
+    NewChat,
+    NewMessage,
+)
+from gemini_core.errors import NotFoundError
+
+_CHAT_COLUMNS = """
+    id, user_id, title, model, system_prompt, pinned, archived,
+    created_at, updated_at, message_count
+"""
+
+_INSERT_CHAT = (
+    """
+INSERT INTO chats (user_id, title, model, system_prompt)
+VALUES (%(user_id)s, %(title)s, %(model)s, %(system_prompt)s)
+RETURNING"""
+    + _CHAT_COLUMNS
+)
+
+_GET_CHAT = "SELECT" + _CHAT_COLUMNS + "FROM chats WHERE id = %(id)s AND user_id = %(user_id)s"
+
+# The first page and the pages after a cursor are separate statements so
+# each gets a plan that walks chats_user_list_idx. The row comparison works
+# because every key of the order is descending.
+_LIST_FILTER = """
+WHERE user_id = %(user_id)s
+  AND archived = %(archived)s
+  AND (%(query)s::text IS NULL OR strpos(lower(title), lower(%(query)s::text)) > 0)
+"""
+_LIST_ORDER = """
+ORDER BY pinned DESC, updated_at DESC, id DESC
+LIMIT %(limit)s
+"""
+_LIST_CHATS = "SELECT" + _CHAT_COLUMNS + "FROM chats" + _LIST_FILTER + _LIST_ORDER
+_LIST_CHATS_AFTER = (
+    "SELECT"
+    + _CHAT_COLUMNS
+    + "FROM chats"
+    + _LIST_FILTER
+    + """
+  AND (pinned, updated_at, id)
+      < (%(after_pinned)s::boolean, %(after_updated_at)s::timestamptz, %(after_id)s::bigint)
+"""
+    + _LIST_ORDER
+)
+
+_UPDATE_CHAT = (
+    """
+UPDATE chats SET
+    title = CASE WHEN %(clear_title)s THEN NULL ELSE COALESCE(%(title)s::text, title) END,
+    system_prompt = CASE WHEN %(clear_system_prompt)s THEN NULL
+                         ELSE COALESCE(%(system_prompt)s::text, system_prompt) END,
+    pinned = COALESCE(%(pinned)s::boolean, pinned),
+    archived = COALESCE(%(archived)s::boolean, archived),
+    model = COALESCE(%(model)s::text, model),
+    updated_at = now()
+WHERE id = %(id)s AND user_id = %(user_id)s
+RETURNING"""
+    + _CHAT_COLUMNS
+)
+
+# Messages go with the chat (ON DELETE CASCADE).
+_DELETE_CHAT = "DELETE FROM chats WHERE id = %(id)s AND user_id = %(user_id)s"
+
+_MESSAGE_COLUMNS = """
+    id, chat_id, user_id, role, content, file_ids, status, model,
+    prompt_tokens, completion_tokens, created_at
+"""
+
+# The INSERT draws its chat_id from the UPDATE's RETURNING: no owned chat, no
+# row updated, nothing inserted. The casts fix the parameters' types, which an
+# INSERT ... SELECT does not infer from the target columns.
+_INSERT_MESSAGE = (
+    """
+WITH chat AS (
+    UPDATE chats
+    SET message_count = message_count + 1, updated_at = now()
+    WHERE id = %(chat_id)s AND user_id = %(user_id)s
+    RETURNING id, user_id
+)
+INSERT INTO messages (chat_id, user_id, role, content, file_ids, status, model,
+                      prompt_tokens, completion_tokens)
+SELECT chat.id, chat.user_id, %(role)s::text, %(content)s::text, %(file_ids)s::bigint[],
+       %(status)s::text, %(model)s::text, %(prompt_tokens)s::integer,
+       %(completion_tokens)s::integer
+FROM chat
+RETURNING"""
+    + _MESSAGE_COLUMNS
+)
+
+# The newest page below the cursor, then turned oldest first. Without a
+# cursor, the largest bigint stands in so one plan serves every page.
+_LIST_MESSAGES = (
+    """
+SELECT * FROM (
+    SELECT"""
+    + _MESSAGE_COLUMNS
+    + """FROM messages
+    WHERE chat_id = %(chat_id)s
+      AND user_id = %(user_id)s
+      AND id < COALESCE(%(before)s::bigint, 9223372036854775807)
+    ORDER BY id DESC
+    LIMIT %(limit)s
+) AS newest
+ORDER BY id
+"""
+)
+
+
+def _chat(row: Row) -> Chat:
+    return Chat(
+        id=row["id"],
+        user_id=row["user_id"],
+        title=row["title"],
+        model=row["model"],
+        system_prompt=row["system_prompt"],
+        pinned=row["pinned"],
+        archived=row["archived"],
+        created_at=utc(row["created_at"]),
+        updated_at=utc(row["updated_at"]),
+        message_count=row["message_count"],
+    )
+
+
+def _message(row: Row) -> Message:
+    return Message(
+        id=row["id"],
+        chat_id=row["chat_id"],
+        user_id=row["user_id"],
+        role=MessageRole(row["role"]),
+        content=row["content"],
+        file_ids=tuple(row["file_ids"]),
+        status=MessageStatus(row["status"]),
+        model=row["model"],
+        prompt_tokens=row["prompt_tokens"],
+        completion_tokens=row["completion_tokens"],
+        created_at=utc(row["created_at"]),
+    )
+
+
+class PostgresChatRepository:
+    """The ``ChatRepository`` port on the ``chats`` table."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def add(self, chat: NewChat) -> Chat:
+        row = await fetch_one(
+            self._db,
+            _INSERT_CHAT,
+            {
+                "user_id": chat.user_id,
+                "title": chat.title,
+                "model": chat.model,
+                "system_prompt": chat.system_prompt,
+            },
+        )
+        assert row is not None
+        return _chat(row)
+
+    async def get(self, user_id: int, chat_id: int) -> Chat | None:
+        row = await fetch_one(self._db, _GET_CHAT, {"id": chat_id, "user_id": user_id})
+        return None if row is None else _chat(row)
+
+    async def list(
+        self,
+        user_id: int,
+        *,
+        archived: bool,
+        query: str | None,
+        limit: int,
+        after: ChatCursor | None,
+    ) -> list[Chat]:
+        params: dict[str, object] = {
+            "user_id": user_id,
+            "archived": archived,
+            "query": query,
+            "limit": limit,
+        }
+        if after is None:
+            rows = await fetch_all(self._db, _LIST_CHATS, params)
+        else:
+            params |= {
+                "after_pinned": after.pinned,
+                "after_updated_at": after.updated_at,
+                "after_id": after.id,
+            }
+            rows = await fetch_all(self._db, _LIST_CHATS_AFTER, params)
+        return [_chat(row) for row in rows]
+
+    async def update(self, user_id: int, chat_id: int, changes: ChatChanges) -> Chat | None:
+        row = await fetch_one(
+            self._db,
+            _UPDATE_CHAT,
+            {
+                "id": chat_id,
+                "user_id": user_id,
+                "title": changes.title,
+                "clear_title": changes.clear_title,
+                "system_prompt": changes.system_prompt,
+                "clear_system_prompt": changes.clear_system_prompt,
+                "pinned": changes.pinned,
+                "archived": changes.archived,
+                "model": changes.model,
+            },
+        )
+        return None if row is None else _chat(row)
+
+    async def delete(self, user_id: int, chat_id: int) -> bool:
+        deleted = await execute(self._db, _DELETE_CHAT, {"id": chat_id, "user_id": user_id})
+        return deleted > 0
+
+
+class PostgresMessageRepository:
+    """The ``MessageRepository`` port on the ``messages`` table."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def add(self, message: NewMessage) -> Message:
+        row = await fetch_one(
+            self._db,
+            _INSERT_MESSAGE,
+            {
+                "chat_id": message.chat_id,
+                "user_id": message.user_id,
+                "role": message.role.value,
+                "content": message.content,
+                "file_ids": list(message.file_ids),
+                "status": message.status.value,
+                "model": message.model,
+                "prompt_tokens": message.prompt_tokens,
+                "completion_tokens": message.completion_tokens,
+            },
+        )
+        if row is None:
+            raise NotFoundError("No such chat.")
+        return _message(row)
+
+    async def list(
+        self, user_id: int, chat_id: int, *, limit: int, before: int | None
+    ) -> list[Message]:
+        rows = await fetch_all(
+            self._db,
+            _LIST_MESSAGES,
+            {"user_id": user_id, "chat_id": chat_id, "limit": limit, "before": before},
+        )
+        return [_message(row) for row in rows]

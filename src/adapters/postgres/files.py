@@ -1,0 +1,117 @@
+"""Uploaded files' records in PostgreSQL (the bytes live in file storage)."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Sequence
+
+from adapters.postgres._common import Row, fetch_all, fetch_one, utc
+from adapters.postgres.pool import Database
+from gemini_core.entities import FileUpload, NewFileUpload
+
+_COLUMNS = """
+    id, user_id, filename, original_filename, content_type, file_size, created_at
+"""
+
+_INSERT = (
+    """
+INSERT INTO file_uploads (user_id, filename, original_filename, content_type, file_size)
+VALUES (%(user_id)s, %(filename)s, %(original_filename)s, %(content_type)s, %(file_size)s)
+RETURNING"""
+    + _COLUMNS
+)
+
+_GET = "SELECT" + _COLUMNS + "FROM file_uploads WHERE id = %(id)s AND user_id = %(user_id)s"
+
+_GET_BY_FILENAME = "SELECT" + _COLUMNS + "FROM file_uploads WHERE filename = %(filename)s"
+
+_LIST = (
+    "SELECT"
+    + _COLUMNS
+    + """FROM file_uploads
+WHERE user_id = %(user_id)s AND id < COALESCE(%(before)s::bigint, 9223372036854775807)
+ORDER BY id DESC
+LIMIT %(limit)s
+"""
+)
+
+_DELETE = (
+    "DELETE FROM file_uploads WHERE id = %(id)s AND user_id = %(user_id)s RETURNING" + _COLUMNS
+)
+
+# sum(bigint) is numeric; the total of one user's files fits a bigint.
+_TOTAL_SIZE = """
+SELECT COALESCE(sum(file_size), 0)::bigint AS total FROM file_uploads WHERE user_id = %(user_id)s
+"""
+
+# One output row per id asked, in the order asked, keeping only the user's.
+_OWNED = """
+SELECT f.id, f.user_id, f.filename, f.original_filename, f.content_type, f.file_size, f.created_at
+FROM unnest(%(ids)s::bigint[]) WITH ORDINALITY AS asked (id, position)
+JOIN file_uploads AS f ON f.id = asked.id
+WHERE f.user_id = %(user_id)s
+ORDER BY asked.position
+"""
+
+
+def _file(row: Row) -> FileUpload:
+    return FileUpload(
+        id=row["id"],
+        user_id=row["user_id"],
+        filename=row["filename"],
+        original_filename=row["original_filename"],
+        content_type=row["content_type"],
+        file_size=row["file_size"],
+        created_at=utc(row["created_at"]),
+    )
+
+
+class PostgresFileUploadRepository:
+    """The ``FileUploadRepository`` port on the ``file_uploads`` table."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def add(self, upload: NewFileUpload) -> FileUpload:
+        row = await fetch_one(
+            self._db,
+            _INSERT,
+            {
+                "user_id": upload.user_id,
+                "filename": upload.filename,
+                "original_filename": upload.original_filename,
+                "content_type": upload.content_type,
+                "file_size": upload.file_size,
+            },
+        )
+        assert row is not None
+        return _file(row)
+
+    async def get(self, user_id: int, file_id: int) -> FileUpload | None:
+        row = await fetch_one(self._db, _GET, {"id": file_id, "user_id": user_id})
+        return None if row is None else _file(row)
+
+    async def get_by_filename(self, filename: str) -> FileUpload | None:
+        row = await fetch_one(self._db, _GET_BY_FILENAME, {"filename": filename})
+        return None if row is None else _file(row)
+
+    async def list(self, user_id: int, *, limit: int, before: int | None) -> list[FileUpload]:
+        rows = await fetch_all(
+            self._db, _LIST, {"user_id": user_id, "limit": limit, "before": before}
+        )
+        return [_file(row) for row in rows]
+
+    async def delete(self, user_id: int, file_id: int) -> FileUpload | None:
+        row = await fetch_one(self._db, _DELETE, {"id": file_id, "user_id": user_id})
+        return None if row is None else _file(row)
+
+    async def total_size(self, user_id: int) -> int:
+        row = await fetch_one(self._db, _TOTAL_SIZE, {"user_id": user_id})
+        assert row is not None
+        return int(row["total"])
+
+    async def owned(self, user_id: int, file_ids: Sequence[int]) -> builtins.list[FileUpload]:
+        if not file_ids:
+            return []
+        rows = await fetch_all(self._db, _OWNED, {"user_id": user_id, "ids": list(file_ids)})
+        return [_file(row) for row in rows]

@@ -1,0 +1,165 @@
+"""Users in PostgreSQL.
+
+Emails and usernames are compared case-insensitively, matching the unique
+indexes on ``lower(email)`` and ``lower(username)``; they are stored as given
+(the service lower-cases emails before they get here).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from adapters.postgres._common import Row, execute, fetch_all, fetch_one, utc, utc_or_none
+from adapters.postgres.pool import Database
+from gemini_core.entities import NewUser, User, UserChanges, UserPage
+from gemini_core.errors import InvalidInputError, NotFoundError
+
+_COLUMNS = """
+    id, email, username, full_name, password_hash, is_active, is_verified, is_admin,
+    created_at, updated_at, last_login_at, last_seen_at, deleted_at
+"""
+
+_INSERT = (
+    """
+INSERT INTO users (email, username, full_name, password_hash, is_active, is_verified, is_admin)
+VALUES (%(email)s, %(username)s, %(full_name)s, %(password_hash)s,
+        %(is_active)s, %(is_verified)s, %(is_admin)s)
+RETURNING"""
+    + _COLUMNS
+)
+
+_GET = "SELECT" + _COLUMNS + "FROM users WHERE id = %(id)s"
+
+_GET_BY_EMAIL = "SELECT" + _COLUMNS + "FROM users WHERE lower(email) = lower(%(email)s)"
+
+# One statement for every combination of changes: a NULL parameter keeps the
+# column as it is. Every update bumps updated_at.
+_UPDATE = (
+    """
+UPDATE users SET
+    email = COALESCE(%(email)s::text, email),
+    username = COALESCE(%(username)s::text, username),
+    full_name = CASE WHEN %(clear_full_name)s THEN NULL
+                     ELSE COALESCE(%(full_name)s::text, full_name) END,
+    password_hash = COALESCE(%(password_hash)s::text, password_hash),
+    is_active = COALESCE(%(is_active)s::boolean, is_active),
+    is_verified = COALESCE(%(is_verified)s::boolean, is_verified),
+    is_admin = COALESCE(%(is_admin)s::boolean, is_admin),
+    last_login_at = COALESCE(%(last_login_at)s::timestamptz, last_login_at),
+    deleted_at = COALESCE(%(deleted_at)s::timestamptz, deleted_at),
+    updated_at = now()
+WHERE id = %(id)s
+RETURNING"""
+    + _COLUMNS
+)
+
+# Requests may finish out of order; the latest sighting wins.
+_TOUCH = """
+UPDATE users SET last_seen_at = GREATEST(last_seen_at, %(seen_at)s::timestamptz)
+WHERE id = %(id)s
+"""
+
+# The total and one page in a single round trip: the LEFT JOIN keeps the
+# total's row when the page is empty (then its user columns are NULL).
+# strpos rather than LIKE, so "%" and "_" in the query are plain characters.
+_SEARCH = (
+    """
+WITH matched AS (
+    SELECT"""
+    + _COLUMNS
+    + """FROM users
+    WHERE deleted_at IS NULL
+      AND (%(query)s::text IS NULL
+           OR strpos(lower(email), lower(%(query)s::text)) > 0
+           OR strpos(lower(username), lower(%(query)s::text)) > 0)
+)
+SELECT counted.total, page.*
+FROM (SELECT count(*) AS total FROM matched) AS counted
+LEFT JOIN (SELECT * FROM matched ORDER BY id OFFSET %(offset)s LIMIT %(limit)s) AS page ON true
+ORDER BY page.id
+"""
+)
+
+
+def _user(row: Row) -> User:
+    return User(
+        id=row["id"],
+        email=row["email"],
+        username=row["username"],
+        full_name=row["full_name"],
+        password_hash=row["password_hash"],
+        is_active=row["is_active"],
+        is_verified=row["is_verified"],
+        is_admin=row["is_admin"],
+        created_at=utc(row["created_at"]),
+        updated_at=utc(row["updated_at"]),
+        last_login_at=utc_or_none(row["last_login_at"]),
+        last_seen_at=utc_or_none(row["last_seen_at"]),
+        deleted_at=utc_or_none(row["deleted_at"]),
+    )
+
+
+class PostgresUserRepository:
+    """The ``UserRepository`` port on the ``users`` table."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def add(self, user: NewUser) -> User:
+        row = await fetch_one(
+            self._db,
+            _INSERT,
+            {
+                "email": user.email,
+                "username": user.username,
+                "full_name": user.full_name,
+                "password_hash": user.password_hash,
+                "is_active": user.is_active,
+                "is_verified": user.is_verified,
+                "is_admin": user.is_admin,
+            },
+        )
+        assert row is not None
+        return _user(row)
+
+    async def get(self, user_id: int) -> User | None:
+        row = await fetch_one(self._db, _GET, {"id": user_id})
+        return None if row is None else _user(row)
+
+    async def get_by_email(self, email: str) -> User | None:
+        row = await fetch_one(self._db, _GET_BY_EMAIL, {"email": email})
+        return None if row is None else _user(row)
+
+    async def update(self, user_id: int, changes: UserChanges) -> User:
+        row = await fetch_one(
+            self._db,
+            _UPDATE,
+            {
+                "id": user_id,
+                "email": changes.email,
+                "username": changes.username,
+                "full_name": changes.full_name,
+                "clear_full_name": changes.clear_full_name,
+                "password_hash": changes.password_hash,
+                "is_active": changes.is_active,
+                "is_verified": changes.is_verified,
+                "is_admin": changes.is_admin,
+                "last_login_at": changes.last_login_at,
+                "deleted_at": changes.deleted_at,
+            },
+        )
+        if row is None:
+            raise NotFoundError("No such user.")
+        return _user(row)
+
+    async def touch(self, user_id: int, seen_at: datetime) -> None:
+        await execute(self._db, _TOUCH, {"id": user_id, "seen_at": seen_at})
+
+    async def search(self, query: str | None, *, offset: int, limit: int) -> UserPage:
+        if offset < 0 or limit < 0:
+            raise InvalidInputError("offset and limit must not be negative")
+        rows = await fetch_all(
+            self._db, _SEARCH, {"query": query, "offset": offset, "limit": limit}
+        )
+        total = int(rows[0]["total"]) if rows else 0
+        return UserPage(items=[_user(row) for row in rows if row["id"] is not None], total=total)

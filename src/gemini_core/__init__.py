@@ -1,0 +1,88 @@
+"""gemini_core: the domain of the Gemini-style chat backend.
+
+Pure Python (standard library only): entities, the error tree, the ports the
+core needs, and the use cases. Other Python services import from here; the
+HTTP layer in ``web`` is one client among others.
+"""
+
+from gemini_core.entities import (
+    Chat,
+    ChatChanges,
+    ChatCursor,
+    FileUpload,
+    Message,
+    MessageRole,
+    MessageStatus,
+    NewChat,
+    NewFileUpload,
+    NewMessage,
+    NewOtpVerification,
+    NewUser,
+    NewUserSession,
+    OtpPurpose,
+    OtpVerification,
+    User,
+    UserChanges,
+    UserPage,
+    UserSession,
+)
+from gemini_core.errors import (
+    AuthenticationError,
+    ConflictError,
+    GeminiError,
+    InvalidInputError,
+    NotFoundError,
+    PermissionDeniedError,
+    TooManyRequestsError,
+    UnavailableError,
+)
+from gemini_core.ports import (
+    ChatRepository,
+    Clock,
+    DatabaseProbe,
+    DatabaseStatus,
+    FileUploadRepository,
+    MessageRepository,
+    OtpRepository,
+    SessionRepository,
+    UserRepository,
+)
+
+__all__ = [
+    "AuthenticationError",
+    "Chat",
+    "ChatChanges",
+    "ChatCursor",
+    "ChatRepository",
+    "Clock",
+    "ConflictError",
+    "DatabaseProbe",
+    "DatabaseStatus",
+    "FileUpload",
+    "FileUploadRepository",
+    "GeminiError",
+    "InvalidInputError",
+    "Message",
+    "MessageRepository",
+    "MessageRole",
+    "MessageStatus",
+    "NewChat",
+    "NewFileUpload",
+    "NewMessage",
+    "NewOtpVerification",
+    "NewUser",
+    "NewUserSession",
+    "NotFoundError",
+    "OtpPurpose",
+    "OtpRepository",
+    "OtpVerification",
+    "PermissionDeniedError",
+    "SessionRepository",
+    "TooManyRequestsError",
+    "UnavailableError",
+    "User",
+    "UserChanges",
+    "UserPage",
+    "UserRepository",
+    "UserSession",
+]

@@ -1,0 +1,247 @@
+"""The domain's records: one frozen dataclass per table, plus the values that
+create or change them.
+
+Timestamps are timezone-aware UTC ``datetime``s; ids are integers assigned by
+the store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+
+class OtpPurpose(StrEnum):
+    EMAIL_VERIFICATION = "email_verification"
+    PASSWORD_RESET = "password_reset"  # noqa: S105  (a purpose, not a password)
+
+
+class MessageRole(StrEnum):
+    USER = "user"
+    ASSISTANT = "assistant"
+
+
+class MessageStatus(StrEnum):
+    COMPLETE = "complete"
+    FAILED = "failed"
+
+
+# --- users -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: int
+    email: str
+    username: str
+    full_name: str | None
+    password_hash: str
+    is_active: bool
+    is_verified: bool
+    is_admin: bool
+    created_at: datetime
+    updated_at: datetime
+    last_login_at: datetime | None
+    last_seen_at: datetime | None
+    deleted_at: datetime | None
+
+    @property
+    def is_deleted(self) -> bool:
+        return self.deleted_at is not None
+
+    @property
+    def can_sign_in(self) -> bool:
+        """Whether this account may hold a live session."""
+        return self.is_active and not self.is_deleted
+
+
+@dataclass(frozen=True, slots=True)
+class NewUser:
+    email: str
+    username: str
+    password_hash: str
+    full_name: str | None = None
+    is_active: bool = True
+    is_verified: bool = False
+    is_admin: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class UserChanges:
+    """Fields to change on a user; ``None`` leaves a field as it is.
+
+    ``full_name`` is the exception: ``clear_full_name`` sets it to NULL.
+    """
+
+    email: str | None = None
+    username: str | None = None
+    full_name: str | None = None
+    clear_full_name: bool = False
+    password_hash: str | None = None
+    is_active: bool | None = None
+    is_verified: bool | None = None
+    is_admin: bool | None = None
+    last_login_at: datetime | None = None
+    deleted_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UserPage:
+    items: list[User]
+    total: int
+
+
+# --- chats and messages ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Chat:
+    id: int
+    user_id: int
+    title: str | None
+    model: str
+    system_prompt: str | None
+    pinned: bool
+    archived: bool
+    created_at: datetime
+    updated_at: datetime
+    message_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class NewChat:
+    user_id: int
+    model: str
+    title: str | None = None
+    system_prompt: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChatChanges:
+    """Fields to change on a chat; ``None`` leaves a field as it is.
+
+    ``title`` and ``system_prompt`` are cleared by the ``clear_*`` flags.
+    """
+
+    title: str | None = None
+    clear_title: bool = False
+    system_prompt: str | None = None
+    clear_system_prompt: bool = False
+    pinned: bool | None = None
+    archived: bool | None = None
+    model: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChatCursor:
+    """Where a page of chats ends, in the list's order (pinned, updated_at, id)."""
+
+    pinned: bool
+    updated_at: datetime
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    id: int
+    chat_id: int
+    user_id: int
+    role: MessageRole
+    content: str
+    file_ids: tuple[int, ...]
+    status: MessageStatus
+    model: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    chat_id: int
+    user_id: int
+    role: MessageRole
+    content: str
+    file_ids: tuple[int, ...] = ()
+    status: MessageStatus = MessageStatus.COMPLETE
+    model: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+# --- files -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FileUpload:
+    id: int
+    user_id: int
+    filename: str
+    original_filename: str
+    content_type: str
+    file_size: int
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class NewFileUpload:
+    user_id: int
+    filename: str
+    original_filename: str
+    content_type: str
+    file_size: int
+
+
+# --- one-time codes ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OtpVerification:
+    id: int
+    email: str
+    purpose: OtpPurpose
+    code_hash: str
+    attempts: int
+    expires_at: datetime
+    consumed_at: datetime | None
+    created_at: datetime
+
+    def is_usable(self, now: datetime, max_attempts: int) -> bool:
+        return self.consumed_at is None and now < self.expires_at and self.attempts < max_attempts
+
+
+@dataclass(frozen=True, slots=True)
+class NewOtpVerification:
+    email: str
+    purpose: OtpPurpose
+    code_hash: str
+    expires_at: datetime
+
+
+# --- sessions ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UserSession:
+    id: int
+    user_id: int
+    refresh_token_hash: str
+    user_agent: str | None
+    ip: str | None
+    created_at: datetime
+    last_used_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
+
+    def is_live(self, now: datetime) -> bool:
+        return self.revoked_at is None and now < self.expires_at
+
+
+@dataclass(frozen=True, slots=True)
+class NewUserSession:
+    user_id: int
+    refresh_token_hash: str
+    expires_at: datetime
+    user_agent: str | None = None
+    ip: str | None = None

@@ -1,0 +1,69 @@
+"""The core's error tree.
+
+Every failure the core reports is a ``GeminiError``. Adapters translate their
+libraries' exceptions into these at the boundary, and the web layer maps each
+class to one HTTP status, so neither side needs to know the other.
+
+    GeminiError
+    ├── InvalidInputError        the request is well-formed but breaks a rule
+    ├── AuthenticationError      who are you? (missing, bad or revoked credentials)
+    ├── PermissionDeniedError    you may not do this
+    ├── NotFoundError            no such thing, or not yours
+    ├── ConflictError            it clashes with what exists (a taken email, ...)
+    ├── TooManyRequestsError     slow down; ``retry_after`` says for how long
+    └── UnavailableError         a dependency is down; try again later
+"""
+
+from __future__ import annotations
+
+
+class GeminiError(Exception):
+    """Base of every error the core raises."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class InvalidInputError(GeminiError):
+    """A value breaks a rule of the domain; ``field`` names it when there is one."""
+
+    def __init__(self, detail: str, *, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.field = field
+
+
+class AuthenticationError(GeminiError):
+    """The caller could not be identified."""
+
+
+class PermissionDeniedError(GeminiError):
+    """The caller is known but may not do this."""
+
+
+class NotFoundError(GeminiError):
+    """The thing does not exist, or belongs to someone else."""
+
+
+class ConflictError(GeminiError):
+    """The change clashes with existing data; ``field`` names the clashing value."""
+
+    def __init__(self, detail: str, *, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.field = field
+
+
+class TooManyRequestsError(GeminiError):
+    """A limit was reached; the caller may try again after ``retry_after`` seconds."""
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class UnavailableError(GeminiError):
+    """A dependency (database, mail server, model) cannot serve right now."""
+
+    def __init__(self, detail: str, *, retry_after: int = 5) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after

@@ -1,0 +1,289 @@
+"""Ports: what the core needs from the outside world, as ``typing.Protocol``s.
+
+Adapters in ``adapters/`` implement them (PostgreSQL, in memory, ...). Every
+method that may touch a network or a disk is ``async``. Repository methods
+raise only the core's errors (``ConflictError``, ``NotFoundError``,
+``UnavailableError``), never their driver's.
+
+Methods scoped by ``user_id`` find only that user's rows, so a caller cannot
+reach another user's data by guessing an id.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from gemini_core.entities import (
+    Chat,
+    ChatChanges,
+    ChatCursor,
+    FileUpload,
+    Message,
+    NewChat,
+    NewFileUpload,
+    NewMessage,
+    NewOtpVerification,
+    NewUser,
+    NewUserSession,
+    OtpPurpose,
+    OtpVerification,
+    User,
+    UserChanges,
+    UserPage,
+    UserSession,
+)
+
+
+class Clock(Protocol):
+    """The current time. A port so tests can move time instead of sleeping.
+
+    Synchronous on purpose: reading a clock never waits on I/O.
+    """
+
+    def now(self) -> datetime:
+        """The current time, timezone-aware, in UTC."""
+        ...
+
+
+class UserRepository(Protocol):
+    async def add(self, user: NewUser) -> User:
+        """Store a new user. ``ConflictError(field="email"|"username")`` when taken."""
+        ...
+
+    async def get(self, user_id: int) -> User | None:
+        """The user with this id, deleted or not."""
+        ...
+
+    async def get_by_email(self, email: str) -> User | None:
+        """The user with this email, compared case-insensitively."""
+        ...
+
+    async def update(self, user_id: int, changes: UserChanges) -> User:
+        """Apply ``changes``; ``NotFoundError`` for no such user, ``ConflictError`` as in add."""
+        ...
+
+    async def touch(self, user_id: int, seen_at: datetime) -> None:
+        """Record that the user used the service at ``seen_at``."""
+        ...
+
+    async def search(self, query: str | None, *, offset: int, limit: int) -> UserPage:
+        """Users not deleted whose email or username contains ``query``, by id."""
+        ...
+
+
+class ChatRepository(Protocol):
+    async def add(self, chat: NewChat) -> Chat:
+        """Store a new chat with no messages."""
+        ...
+
+    async def get(self, user_id: int, chat_id: int) -> Chat | None:
+        """The user's chat with this id."""
+        ...
+
+    async def list(
+        self,
+        user_id: int,
+        *,
+        archived: bool,
+        query: str | None,
+        limit: int,
+        after: ChatCursor | None,
+    ) -> list[Chat]:
+        """The user's chats, pinned first, then most recently updated, then by id.
+
+        ``query`` keeps chats whose title contains it (case-insensitively);
+        ``after`` starts the page right after that position.
+        """
+        ...
+
+    async def update(self, user_id: int, chat_id: int, changes: ChatChanges) -> Chat | None:
+        """Apply ``changes`` and bump ``updated_at``; ``None`` if not the user's chat."""
+        ...
+
+    async def delete(self, user_id: int, chat_id: int) -> bool:
+        """Delete the chat and its messages; ``False`` if not the user's chat."""
+        ...
+
+
+class MessageRepository(Protocol):
+    async def add(self, message: NewMessage) -> Message:
+        """Store a message and count it on its chat, bumping the chat's ``updated_at``.
+
+        ``NotFoundError`` when the chat does not exist or is not the user's.
+        """
+        ...
+
+    async def list(
+        self, user_id: int, chat_id: int, *, limit: int, before: int | None
+    ) -> list[Message]:
+        """The newest ``limit`` messages of the user's chat with ids below ``before``,
+        oldest first; empty for another user's chat."""
+        ...
+
+
+class FileUploadRepository(Protocol):
+    async def add(self, upload: NewFileUpload) -> FileUpload:
+        """Record a stored file. ``ConflictError(field="filename")`` if the name is taken."""
+        ...
+
+    async def get(self, user_id: int, file_id: int) -> FileUpload | None:
+        """The user's file with this id."""
+        ...
+
+    async def get_by_filename(self, filename: str) -> FileUpload | None:
+        """The file stored under this generated name, whoever owns it."""
+        ...
+
+    async def list(self, user_id: int, *, limit: int, before: int | None) -> list[FileUpload]:
+        """The user's files, newest first, with ids below ``before``."""
+        ...
+
+    async def delete(self, user_id: int, file_id: int) -> FileUpload | None:
+        """Delete the record and return it; ``None`` if not the user's file."""
+        ...
+
+    async def total_size(self, user_id: int) -> int:
+        """Bytes of all the user's files."""
+        ...
+
+    async def owned(self, user_id: int, file_ids: Sequence[int]) -> builtins.list[FileUpload]:
+        """Those of ``file_ids`` that belong to the user, in the order asked."""
+        ...
+
+
+class OtpRepository(Protocol):
+    async def add(self, otp: NewOtpVerification) -> OtpVerification:
+        """Store a code. Earlier unused codes for the same email and purpose are
+        retired (marked consumed), not deleted, so ``count_since`` still sees them."""
+        ...
+
+    async def latest(self, email: str, purpose: OtpPurpose) -> OtpVerification | None:
+        """The newest code for this email and purpose, used or not."""
+        ...
+
+    async def count_since(self, email: str, since: datetime) -> int:
+        """How many codes (any purpose) were issued for this email since ``since``."""
+        ...
+
+    async def record_failure(self, otp_id: int) -> int:
+        """Count one wrong try and return the new number of tries."""
+        ...
+
+    async def consume(self, otp_id: int, at: datetime) -> bool:
+        """Mark the code used; ``False`` if it already was (so only one caller wins)."""
+        ...
+
+    async def delete(self, otp_id: int) -> None:
+        """Forget a code (for example one whose mail could not be sent)."""
+        ...
+
+    async def purge_expired(self, before: datetime) -> int:
+        """Delete codes that expired before ``before``; return how many went."""
+        ...
+
+
+class SessionRepository(Protocol):
+    async def add(self, session: NewUserSession) -> UserSession:
+        """Open a session."""
+        ...
+
+    async def get(self, session_id: int) -> UserSession | None:
+        """The session with this id, revoked or not."""
+        ...
+
+    async def list_live(self, user_id: int, now: datetime) -> list[UserSession]:
+        """The user's sessions that are neither revoked nor expired, newest first."""
+        ...
+
+    async def rotate(
+        self, session_id: int, *, expected_hash: str, new_hash: str, now: datetime
+    ) -> bool:
+        """Swap the refresh token hash if it is still ``expected_hash`` on a live session.
+
+        ``False`` when another request already rotated it, or the session is dead.
+        """
+        ...
+
+    async def touch(self, session_id: int, now: datetime) -> None:
+        """Record a use of the session."""
+        ...
+
+    async def revoke(self, session_id: int, now: datetime) -> bool:
+        """Revoke one session; ``False`` if it was not live."""
+        ...
+
+    async def revoke_all(self, user_id: int, now: datetime, *, except_id: int | None = None) -> int:
+        """Revoke every live session of the user but ``except_id``; return how many."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseStatus:
+    """What a database health check saw."""
+
+    healthy: bool
+    response_time_ms: float
+    pool: dict[str, int]
+
+
+class DatabaseProbe(Protocol):
+    async def check(self) -> DatabaseStatus:
+        """Run a trivial query; never raises, reports ``healthy=False`` instead."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitDecision:
+    """The answer to one request against a limit."""
+
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_after: int
+    """Seconds until the window that counted this request ends."""
+    retry_after: int
+    """Seconds to wait before trying again; 0 when allowed."""
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimiterStats:
+    total_identifiers: int
+    total_requests: int
+
+
+class RateLimiter(Protocol):
+    async def hit(self, key: str, *, limit: int, window_seconds: int) -> RateLimitDecision:
+        """Count one request for ``key`` and say whether it is within ``limit``."""
+        ...
+
+    async def stats(self) -> RateLimiterStats:
+        """How many keys are being counted, and how many requests they hold."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStats:
+    total_keys: int
+    expired_keys: int
+
+
+class Cache(Protocol):
+    async def get(self, key: str) -> bytes | None:
+        """The live value under ``key``, or ``None``."""
+        ...
+
+    async def set(self, key: str, value: bytes, *, ttl_seconds: float) -> None:
+        """Store ``value`` under ``key`` for ``ttl_seconds``."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Forget ``key``."""
+        ...
+
+    async def stats(self) -> CacheStats:
+        """How many keys are held, and how many of them have expired but not gone yet."""
+        ...

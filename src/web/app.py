@@ -1,0 +1,58 @@
+"""The Litestar application.
+
+``create_app(container=None)``: with no container, the lifespan builds one
+through the composition root from the settings (``load_settings()``); tests
+inject a container to run the real HTTP layer over any adapters. Nothing
+happens at import time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+
+from web import composition
+from web.container import Container
+from web.docs import docs_router, openapi_config
+from web.health import HealthController
+from web.logs import configure_logging
+from web.problems import EXCEPTION_HANDLERS
+from web.settings import Settings, load_settings
+
+
+def _provide_container(state: State) -> Container:
+    container: Container = state.container
+    return container
+
+
+def create_app(container: Container | None = None, *, settings: Settings | None = None) -> Litestar:
+    if container is not None:
+        settings = container.settings
+    elif settings is None:
+        settings = load_settings()
+    configure_logging(settings)
+    resolved_settings = settings
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        if container is not None:
+            app.state.container = container
+            yield
+            return
+        async with composition.open_container(resolved_settings) as built:
+            app.state.container = built
+            yield
+
+    docs = settings.docs_enabled
+    return Litestar(
+        route_handlers=[HealthController, *([docs_router] if docs else [])],
+        lifespan=[lifespan],
+        dependencies={"container": Provide(_provide_container, sync_to_thread=False)},
+        exception_handlers=EXCEPTION_HANDLERS,
+        openapi_config=openapi_config(composition.app_version()) if docs else None,
+        debug=False,
+    )

@@ -1,0 +1,178 @@
+"""RFC 9457 problem details for every error, in one place.
+
+The core's errors map to statuses by class; Litestar's own HTTP errors keep
+their status; anything else is a 500 that logs the stack trace and shows the
+caller only a generic sentence and the request id.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, SerializationException, ValidationException
+from litestar.status_codes import (
+    HTTP_400_BAD_REQUEST,
+    HTTP_401_UNAUTHORIZED,
+    HTTP_403_FORBIDDEN,
+    HTTP_404_NOT_FOUND,
+    HTTP_409_CONFLICT,
+    HTTP_422_UNPROCESSABLE_ENTITY,
+    HTTP_429_TOO_MANY_REQUESTS,
+    HTTP_500_INTERNAL_SERVER_ERROR,
+    HTTP_503_SERVICE_UNAVAILABLE,
+)
+from litestar.types import ExceptionHandlersMap
+
+from gemini_core.errors import (
+    AuthenticationError,
+    ConflictError,
+    GeminiError,
+    InvalidInputError,
+    NotFoundError,
+    PermissionDeniedError,
+    TooManyRequestsError,
+    UnavailableError,
+)
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+_STATUS_BY_ERROR: dict[type[GeminiError], int] = {
+    InvalidInputError: HTTP_422_UNPROCESSABLE_ENTITY,
+    AuthenticationError: HTTP_401_UNAUTHORIZED,
+    PermissionDeniedError: HTTP_403_FORBIDDEN,
+    NotFoundError: HTTP_404_NOT_FOUND,
+    ConflictError: HTTP_409_CONFLICT,
+    TooManyRequestsError: HTTP_429_TOO_MANY_REQUESTS,
+    UnavailableError: HTTP_503_SERVICE_UNAVAILABLE,
+}
+
+_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+
+class FieldError(msgspec.Struct):
+    field: str
+    message: str
+
+
+class Problem(msgspec.Struct, omit_defaults=True):
+    """The body of every error response."""
+
+    status: int
+    title: str
+    detail: str
+    type: str = "about:blank"
+    errors: list[FieldError] | None = None
+
+
+def problem_response(
+    status: int,
+    detail: str,
+    *,
+    errors: list[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[Problem]:
+    title = _TITLES.get(status, "Error")
+    return Response(
+        Problem(status=status, title=title, detail=detail, errors=errors),
+        status_code=status,
+        media_type=PROBLEM_JSON,
+        headers=headers,
+    )
+
+
+def _status_of(exc: GeminiError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in _STATUS_BY_ERROR:
+            return _STATUS_BY_ERROR[cls]
+    return HTTP_500_INTERNAL_SERVER_ERROR
+
+
+def handle_core_error(_: Request[Any, Any, Any], exc: GeminiError) -> Response[Problem]:
+    status = _status_of(exc)
+    headers: dict[str, str] | None = None
+    if isinstance(exc, TooManyRequestsError | UnavailableError):
+        headers = {"Retry-After": str(exc.retry_after)}
+    errors = None
+    if isinstance(exc, InvalidInputError) and exc.field is not None:
+        errors = [FieldError(field=exc.field, message=exc.detail)]
+    if status >= 500:
+        log.warning("%s: %s", type(exc).__name__, exc.detail)
+    return problem_response(status, exc.detail, errors=errors, headers=headers)
+
+
+_MISSING = re.compile(r"Object missing required field `([^`]+)`")
+
+
+def _field_error(item: dict[str, Any]) -> FieldError:
+    """One of Litestar's validation records as ``{"field", "message"}``, where
+    ``field`` is a dotted path from the top of the body (or the parameter name)."""
+    key = str(item.get("key") or "")
+    message, _, at = str(item.get("message") or "Invalid value.").partition(" - at `$")
+    # "data" is Litestar's name for the whole body; msgspec says where inside it.
+    path = key if key and key != "data" else at.rstrip("`").lstrip(".")
+    if missing := _MISSING.fullmatch(message):
+        path = f"{path}.{missing[1]}" if path else missing[1]
+        message = "This field is required."
+    return FieldError(field=path or "body", message=message)
+
+
+def _field_errors(extra: Any) -> list[FieldError]:
+    items = extra if isinstance(extra, list) else []
+    return [_field_error(item) for item in items if isinstance(item, dict)]
+
+
+def handle_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
+    status = exc.status_code
+    detail = exc.detail or _TITLES.get(status, "Error")
+    if isinstance(exc.__cause__, SerializationException):
+        return problem_response(
+            HTTP_400_BAD_REQUEST, f"The request body is not valid JSON ({exc.detail})."
+        )
+    if isinstance(exc, ValidationException):
+        errors = _field_errors(exc.extra)
+        return problem_response(
+            HTTP_422_UNPROCESSABLE_ENTITY, "The request does not match the schema.", errors=errors
+        )
+    headers = {
+        k: v for k, v in (exc.headers or {}).items() if k.lower() in {"allow", "retry-after"}
+    }
+    if status >= 500:
+        detail = _TITLES.get(status, "Error")
+    return problem_response(status, detail, headers=headers or None)
+
+
+def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem_response(
+        HTTP_500_INTERNAL_SERVER_ERROR, "Something went wrong on our side; it has been logged."
+    )
+
+
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
+    GeminiError: handle_core_error,
+    HTTPException: handle_http_error,
+    Exception: handle_unexpected,
+}
+
+__all__ = ["EXCEPTION_HANDLERS", "PROBLEM_JSON", "Problem", "problem_response"]

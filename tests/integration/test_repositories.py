@@ -1,0 +1,969 @@
+"""One contract for the repository ports, run on the in-memory adapters and on
+PostgreSQL, so the fakes the other tests lean on cannot drift from the real
+thing. The ports' docstrings are the contract; the cases here pin down what
+they leave to interpretation (orderings, case, ties, concurrency).
+
+The PostgreSQL databases run in an unusual time zone, so every timestamp
+checked by ``assert_utc`` proves the adapters hand back UTC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from adapters.clock import FakeClock
+from adapters.memory import InMemoryRepositories
+from adapters.postgres import migrations
+from adapters.postgres.pool import Database
+from adapters.postgres.repositories import (
+    PostgresChatRepository,
+    PostgresFileUploadRepository,
+    PostgresMessageRepository,
+    PostgresOtpRepository,
+    PostgresSessionRepository,
+    PostgresUserRepository,
+)
+from gemini_core.entities import (
+    Chat,
+    ChatChanges,
+    ChatCursor,
+    FileUpload,
+    MessageRole,
+    MessageStatus,
+    NewChat,
+    NewFileUpload,
+    NewMessage,
+    NewOtpVerification,
+    NewUser,
+    NewUserSession,
+    OtpPurpose,
+    User,
+    UserChanges,
+    UserSession,
+)
+from gemini_core.errors import ConflictError, InvalidInputError, NotFoundError
+from gemini_core.ports import (
+    ChatRepository,
+    FileUploadRepository,
+    MessageRepository,
+    OtpRepository,
+    SessionRepository,
+    UserRepository,
+)
+
+from .pgutil import create_database, dbname_of, drop_database, unique_dbname, url_with_dbname
+
+# Not UTC, not a whole hour away from it, and with daylight saving time.
+ODD_TIME_ZONE = "Pacific/Chatham"
+
+EMAIL = OtpPurpose.EMAIL_VERIFICATION
+RESET = OtpPurpose.PASSWORD_RESET
+
+
+@dataclass(frozen=True)
+class Repos:
+    kind: str
+    clock: FakeClock
+    users: UserRepository
+    chats: ChatRepository
+    messages: MessageRepository
+    files: FileUploadRepository
+    otps: OtpRepository
+    sessions: SessionRepository
+
+
+@pytest.fixture(params=["memory", pytest.param("postgres", marks=pytest.mark.postgres)])
+def repos(request: pytest.FixtureRequest) -> Repos:
+    # Starts at the real time, so times the tests pass (expiries, "now")
+    # line up with the timestamps PostgreSQL takes from now().
+    clock = FakeClock(datetime.now(UTC))
+    if request.param == "memory":
+        memory = InMemoryRepositories(clock=clock)
+        return Repos(
+            "memory",
+            clock,
+            memory.users,
+            memory.chats,
+            memory.messages,
+            memory.files,
+            memory.otps,
+            memory.sessions,
+        )
+    url: str = request.getfixturevalue("database_url")
+    admin: psycopg.Connection[Any] = request.getfixturevalue("pg_admin")
+    admin.execute(
+        sql.SQL("ALTER DATABASE {} SET timezone TO {}").format(
+            sql.Identifier(dbname_of(url)), sql.Literal(ODD_TIME_ZONE)
+        )
+    )
+    db: Database = request.getfixturevalue("database")
+    return Repos(
+        "postgres",
+        clock,
+        PostgresUserRepository(db),
+        PostgresChatRepository(db),
+        PostgresMessageRepository(db),
+        PostgresFileUploadRepository(db),
+        PostgresOtpRepository(db),
+        PostgresSessionRepository(db),
+    )
+
+
+def assert_utc(*values: datetime | None) -> None:
+    for value in values:
+        assert value is not None
+        assert value.tzinfo is UTC, value
+
+
+async def add_user(repos: Repos, name: str, **fields: Any) -> User:
+    return await repos.users.add(
+        NewUser(email=f"{name}@example.com", username=name, password_hash="hash", **fields)
+    )
+
+
+async def add_chat(repos: Repos, user: User, title: str | None = None) -> Chat:
+    return await repos.chats.add(NewChat(user_id=user.id, model="gemini-pro", title=title))
+
+
+async def say(repos: Repos, chat: Chat, content: str = "hello") -> int:
+    message = NewMessage(
+        chat_id=chat.id, user_id=chat.user_id, role=MessageRole.USER, content=content
+    )
+    return (await repos.messages.add(message)).id
+
+
+async def add_file(repos: Repos, user: User, name: str, size: int = 10) -> FileUpload:
+    return await repos.files.add(
+        NewFileUpload(
+            user_id=user.id,
+            filename=name,
+            original_filename=f"original-{name}",
+            content_type="image/png",
+            file_size=size,
+        )
+    )
+
+
+def ids(items: Sequence[Any]) -> list[int]:
+    return [item.id for item in items]
+
+
+# --- users -------------------------------------------------------------------
+
+
+async def test_a_new_user_gets_an_id_defaults_and_utc_timestamps(repos: Repos) -> None:
+    user = await repos.users.add(
+        NewUser(email="ann@example.com", username="ann", password_hash="h", full_name="Ann")
+    )
+    assert user.id > 0
+    assert (user.email, user.username, user.full_name, user.password_hash) == (
+        "ann@example.com",
+        "ann",
+        "Ann",
+        "h",
+    )
+    assert (user.is_active, user.is_verified, user.is_admin) == (True, False, False)
+    assert user.created_at == user.updated_at
+    assert (user.last_login_at, user.last_seen_at, user.deleted_at) == (None, None, None)
+    assert_utc(user.created_at, user.updated_at)
+    assert await repos.users.get(user.id) == user
+    assert await repos.users.get(user.id + 1000) is None
+    admin = await add_user(repos, "root", is_admin=True, is_verified=True, is_active=False)
+    assert (admin.is_active, admin.is_verified, admin.is_admin) == (False, True, True)
+
+
+async def test_emails_are_unique_and_found_regardless_of_case(repos: Repos) -> None:
+    user = await repos.users.add(
+        NewUser(email="Ann@Example.com", username="ann", password_hash="h")
+    )
+    assert user.email == "Ann@Example.com"  # stored as given; the service lower-cases
+    assert await repos.users.get_by_email("ann@example.COM") == user
+    assert await repos.users.get_by_email("bob@example.com") is None
+    with pytest.raises(ConflictError) as caught:
+        await repos.users.add(NewUser(email="ANN@EXAMPLE.COM", username="other", password_hash="h"))
+    assert caught.value.field == "email"
+
+
+async def test_usernames_are_unique_regardless_of_case(repos: Repos) -> None:
+    await add_user(repos, "ann")
+    with pytest.raises(ConflictError) as caught:
+        await repos.users.add(NewUser(email="x@example.com", username="ANN", password_hash="h"))
+    assert caught.value.field == "username"
+    with pytest.raises(ConflictError) as caught:  # both taken: the email is reported
+        await repos.users.add(NewUser(email="ann@example.com", username="ANN", password_hash="h"))
+    assert caught.value.field == "email"
+
+
+async def test_update_changes_only_what_is_given_and_bumps_updated_at(repos: Repos) -> None:
+    user = await add_user(repos, "ann", full_name="Ann")
+    repos.clock.advance(seconds=5)
+    login = repos.clock.now()
+    updated = await repos.users.update(
+        user.id,
+        UserChanges(username="anna", is_verified=True, last_login_at=login, password_hash="new"),
+    )
+    assert (updated.username, updated.is_verified, updated.password_hash) == ("anna", True, "new")
+    assert (updated.email, updated.full_name, updated.is_active) == (user.email, "Ann", True)
+    assert updated.last_login_at == login
+    assert updated.updated_at > user.updated_at
+    assert updated.created_at == user.created_at
+    assert_utc(updated.last_login_at, updated.updated_at)
+    assert await repos.users.get(user.id) == updated
+
+    cleared = await repos.users.update(user.id, UserChanges(clear_full_name=True))
+    assert cleared.full_name is None
+    assert cleared.last_login_at == login  # None leaves a field alone
+    renamed = await repos.users.update(user.id, UserChanges(full_name="Anna K"))
+    assert renamed.full_name == "Anna K"
+
+    deleted = await repos.users.update(
+        user.id, UserChanges(deleted_at=login, is_active=False, is_admin=True)
+    )
+    assert (deleted.deleted_at, deleted.is_active, deleted.is_admin) == (login, False, True)
+    assert deleted.is_deleted
+    assert not deleted.can_sign_in
+
+
+async def test_update_refuses_taken_values_and_unknown_users(repos: Repos) -> None:
+    ann = await add_user(repos, "ann")
+    await add_user(repos, "bob")
+    with pytest.raises(ConflictError) as caught:
+        await repos.users.update(ann.id, UserChanges(email="BOB@example.com"))
+    assert caught.value.field == "email"
+    with pytest.raises(ConflictError) as caught:
+        await repos.users.update(ann.id, UserChanges(username="Bob"))
+    assert caught.value.field == "username"
+    assert await repos.users.get(ann.id) == ann
+    # A user does not clash with themself.
+    same = await repos.users.update(ann.id, UserChanges(email="ANN@example.com", username="Ann"))
+    assert (same.email, same.username) == ("ANN@example.com", "Ann")
+    with pytest.raises(NotFoundError):
+        await repos.users.update(ann.id + 1000, UserChanges(full_name="x"))
+
+
+async def test_touch_records_the_latest_sighting(repos: Repos) -> None:
+    user = await add_user(repos, "ann")
+    seen = repos.clock.now() + timedelta(minutes=5)
+    await repos.users.touch(user.id, seen)
+    await repos.users.touch(user.id, seen - timedelta(minutes=1))  # a slow, older request
+    touched = await repos.users.get(user.id)
+    assert touched is not None
+    assert touched.last_seen_at == seen
+    assert_utc(touched.last_seen_at)
+    assert touched.updated_at == user.updated_at
+    await repos.users.touch(user.id + 1000, seen)  # nobody: nothing happens
+
+
+async def test_search_matches_email_or_username_parts_and_skips_deleted(repos: Repos) -> None:
+    alice = await repos.users.add(
+        NewUser(email="alice@wonder.land", username="al", password_hash="h")
+    )
+    bob = await repos.users.add(
+        NewUser(email="bob@example.com", username="Alibaba", password_hash="h")
+    )
+    carol = await repos.users.add(
+        NewUser(email="carol@example.org", username="c_100%", password_hash="h")
+    )
+    gone = await repos.users.add(
+        NewUser(email="alias@example.com", username="ali", password_hash="h")
+    )
+    await repos.users.update(gone.id, UserChanges(deleted_at=repos.clock.now()))
+
+    page = await repos.users.search("ALI", offset=0, limit=10)
+    assert (ids(page.items), page.total) == ([alice.id, bob.id], 2)
+    page = await repos.users.search("EXAMPLE.", offset=0, limit=10)
+    assert (ids(page.items), page.total) == ([bob.id, carol.id], 2)
+    # LIKE's wildcards are plain characters here.
+    assert ids((await repos.users.search("%", offset=0, limit=10)).items) == [carol.id]
+    assert (await repos.users.search("_1", offset=0, limit=10)).items[0] == carol
+    assert (await repos.users.search("c%", offset=0, limit=10)).total == 0
+
+    everyone = await repos.users.search(None, offset=0, limit=10)
+    assert (ids(everyone.items), everyone.total) == ([alice.id, bob.id, carol.id], 3)
+    page = await repos.users.search(None, offset=1, limit=1)
+    assert (ids(page.items), page.total) == ([bob.id], 3)
+    page = await repos.users.search(None, offset=5, limit=10)
+    assert (page.items, page.total) == ([], 3)
+    page = await repos.users.search("nobody", offset=0, limit=10)
+    assert (page.items, page.total) == ([], 0)
+    with pytest.raises(InvalidInputError):
+        await repos.users.search(None, offset=-1, limit=10)
+
+
+# --- chats -------------------------------------------------------------------
+
+
+async def test_a_new_chat_is_empty_and_only_its_owner_sees_it(repos: Repos) -> None:
+    ann, bob = await add_user(repos, "ann"), await add_user(repos, "bob")
+    chat = await repos.chats.add(
+        NewChat(user_id=ann.id, model="gemini-pro", title="Plans", system_prompt="Be brief.")
+    )
+    assert (chat.user_id, chat.title, chat.model, chat.system_prompt) == (
+        ann.id,
+        "Plans",
+        "gemini-pro",
+        "Be brief.",
+    )
+    assert (chat.pinned, chat.archived, chat.message_count) == (False, False, 0)
+    assert chat.created_at == chat.updated_at
+    assert_utc(chat.created_at, chat.updated_at)
+    assert await repos.chats.get(ann.id, chat.id) == chat
+    assert await repos.chats.get(bob.id, chat.id) is None
+    assert await repos.chats.list(bob.id, archived=False, query=None, limit=10, after=None) == []
+    assert await repos.chats.update(bob.id, chat.id, ChatChanges(title="mine")) is None
+    assert await repos.chats.delete(bob.id, chat.id) is False
+    assert await repos.chats.get(ann.id, chat.id) == chat
+
+
+async def test_rows_need_an_existing_user(repos: Repos) -> None:
+    with pytest.raises(NotFoundError):
+        await repos.chats.add(NewChat(user_id=999, model="gemini-pro"))
+    with pytest.raises(NotFoundError):
+        await repos.files.add(
+            NewFileUpload(
+                user_id=999,
+                filename="a.png",
+                original_filename="a.png",
+                content_type="image/png",
+                file_size=1,
+            )
+        )
+    with pytest.raises(NotFoundError):
+        await repos.sessions.add(
+            NewUserSession(user_id=999, refresh_token_hash="h", expires_at=repos.clock.now())
+        )
+
+
+def cursor_after(chat: Chat) -> ChatCursor:
+    return ChatCursor(pinned=chat.pinned, updated_at=chat.updated_at, id=chat.id)
+
+
+async def test_chats_list_pinned_first_then_recent_and_pages_without_gaps(repos: Repos) -> None:
+    rng = random.Random(20260101)
+    ann, bob = await add_user(repos, "ann"), await add_user(repos, "bob")
+    created = [await add_chat(repos, ann, f"chat {n}") for n in range(24)]
+    await add_chat(repos, bob, "not ann's")
+    # Pin some and touch some, sometimes at the same instant (ties on
+    # updated_at fall back to the id), sometimes later.
+    for chat in rng.sample(created, 16):
+        if rng.random() < 0.6:
+            repos.clock.advance(seconds=1)
+        if rng.random() < 0.4:
+            await repos.chats.update(ann.id, chat.id, ChatChanges(pinned=True))
+        else:
+            await say(repos, chat)
+    current = [await repos.chats.get(ann.id, chat.id) for chat in created]
+    expected = sorted(
+        (c for c in current if c is not None),
+        key=lambda c: (c.pinned, c.updated_at, c.id),
+        reverse=True,
+    )
+    assert any(c.pinned for c in expected)
+    assert not all(c.pinned for c in expected)
+
+    for limit in (1, 5, 7, 24, 100):
+        seen: list[Chat] = []
+        after: ChatCursor | None = None
+        while True:
+            page = await repos.chats.list(
+                ann.id, archived=False, query=None, limit=limit, after=after
+            )
+            assert len(page) <= limit
+            seen += page
+            if len(page) < limit:
+                break
+            after = cursor_after(page[-1])
+        assert seen == expected, f"limit {limit}"
+
+    # A cursor from a row that has since moved still resumes at its position.
+    moved = expected[3]
+    await say(repos, moved)
+    rest = await repos.chats.list(
+        ann.id, archived=False, query=None, limit=100, after=cursor_after(moved)
+    )
+    assert ids(rest) == [c.id for c in expected[4:]]
+
+
+async def test_chats_list_filters_archived_and_title(repos: Repos) -> None:
+    ann = await add_user(repos, "ann")
+    trip = await add_chat(repos, ann, "Trip to Rome")
+    recipes = await add_chat(repos, ann, "Recipes 100%")
+    untitled = await add_chat(repos, ann)
+    old = await add_chat(repos, ann, "Old trip")
+    await repos.chats.update(ann.id, old.id, ChatChanges(archived=True))
+
+    async def listed(archived: bool, query: str | None) -> list[int]:
+        page = await repos.chats.list(ann.id, archived=archived, query=query, limit=10, after=None)
+        return ids(page)
+
+    assert await listed(False, None) == [untitled.id, recipes.id, trip.id]
+    assert await listed(True, None) == [old.id]
+    assert await listed(False, "TRIP") == [trip.id]
+    assert await listed(True, "trip") == [old.id]
+    assert await listed(False, "0%") == [recipes.id]
+    assert await listed(False, "%") == [recipes.id]
+    assert await listed(False, "_") == []
+    assert await listed(False, "nothing") == []
+
+
+async def test_chat_update_sets_and_clears_fields_and_bumps_updated_at(repos: Repos) -> None:
+    ann = await add_user(repos, "ann")
+    chat = await repos.chats.add(
+        NewChat(user_id=ann.id, model="gemini-pro", title="Plans", system_prompt="Be brief.")
+    )
+    repos.clock.advance(seconds=1)
+    pinned = await repos.chats.update(ann.id, chat.id, ChatChanges(pinned=True, model="flash"))
+    assert pinned is not None
+    assert (pinned.pinned, pinned.model, pinned.title, pinned.system_prompt) == (
+        True,
+        "flash",
+        "Plans",
+        "Be brief.",
+    )
+    assert pinned.updated_at > chat.updated_at
+    assert pinned.created_at == chat.created_at
+    assert_utc(pinned.updated_at)
+
+    repos.clock.advance(seconds=1)
+    cleared = await repos.chats.update(
+        ann.id, chat.id, ChatChanges(clear_title=True, clear_system_prompt=True, archived=True)
+    )
+    assert cleared is not None
+    assert (cleared.title, cleared.system_prompt, cleared.archived, cleared.pinned) == (
+        None,
+        None,
+        True,
+        True,
+    )
+    assert cleared.updated_at > pinned.updated_at
+    retitled = await repos.chats.update(
+        ann.id, chat.id, ChatChanges(title="New", system_prompt="Be kind.", pinned=False)
+    )
+    assert retitled is not None
+    assert (retitled.title, retitled.system_prompt, retitled.pinned) == ("New", "Be kind.", False)
+    assert await repos.chats.get(ann.id, chat.id) == retitled
+    assert await repos.chats.update(ann.id, chat.id + 1000, ChatChanges(title="x")) is None
+
+
+async def test_deleting_a_chat_deletes_its_messages(repos: Repos) -> None:
+    ann = await add_user(repos, "ann")
+    chat, other = await add_chat(repos, ann), await add_chat(repos, ann)
+    await say(repos, chat)
+    kept = await say(repos, other)
+    assert await repos.chats.delete(ann.id, chat.id) is True
+    assert await repos.chats.get(ann.id, chat.id) is None
+    assert await repos.messages.list(chat.user_id, chat.id, limit=10, before=None) == []
+    assert ids(await repos.messages.list(other.user_id, other.id, limit=10, before=None)) == [kept]
+    assert await repos.chats.delete(ann.id, chat.id) is False
+
+
+# --- messages ----------------------------------------------------------------
+
+
+async def test_adding_a_message_counts_it_and_bumps_its_chat(repos: Repos) -> None:
+    ann = await add_user(repos, "ann")
+    chat = await add_chat(repos, ann)
+    repos.clock.advance(seconds=1)
+    message = await repos.messages.add(
+        NewMessage(
+            chat_id=chat.id,
+            user_id=ann.id,
+            role=MessageRole.ASSISTANT,
+            content="Hi there",
+            file_ids=(3, 1, 2),
+            status=MessageStatus.FAILED,
+            model="gemini-pro",
+            prompt_tokens=12,
+            completion_tokens=0,
+        )
+    )
+    assert (message.chat_id, message.user_id, message.role, message.status) == (
+        chat.id,
+        ann.id,
+        MessageRole.ASSISTANT,
+        MessageStatus.FAILED,
+    )
+    assert (message.content, message.file_ids, message.model) == (
+        "Hi there",
+        (3, 1, 2),
+        "gemini-pro",
+    )
+    assert (message.prompt_tokens, message.completion_tokens) == (12, 0)
+    assert_utc(message.created_at)
+    bumped = await repos.chats.get(ann.id, chat.id)
+    assert bumped is not None
+    assert bumped.message_count == 1
+    assert bumped.updated_at == message.created_at > chat.updated_at
+
+    plain = await repos.messages.add(
+        NewMessage(chat_id=chat.id, user_id=ann.id, role=MessageRole.USER, content="Hi")
+    )
+    assert (plain.file_ids, plain.status, plain.model, plain.prompt_tokens) == (
+        (),
+        MessageStatus.COMPLETE,
+        None,
+        None,
+    )
+    assert await repos.messages.list(chat.user_id, chat.id, limit=10, before=None) == [
+        message,
+        plain,
+    ]
+
+
+async def test_another_users_chat_has_no_messages_for_them(repos: Repos) -> None:
+    ann, bob = await add_user(repos, "ann"), await add_user(repos, "bob")
+    chat = await add_chat(repos, ann)
+    await say(repos, chat)
+    assert await repos.messages.list(bob.id, chat.id, limit=10, before=None) == []
+    assert len(await repos.messages.list(ann.id, chat.id, limit=10, before=None)) == 1
+
+
+async def test_a_message_needs_the_users_own_chat(repos: Repos) -> None:
+    ann, bob = await add_user(repos, "ann"), await add_user(repos, "bob")
+    chat = await add_chat(repos, ann)
+    for chat_id, user_id in ((chat.id, bob.id), (chat.id + 1000, ann.id)):
+        with pytest.raises(NotFoundError):
+            await repos.messages.add(
+                NewMessage(chat_id=chat_id, user_id=user_id, role=MessageRole.USER, content="x")
+            )
+    assert await repos.chats.get(ann.id, chat.id) == chat
+    assert await repos.messages.list(chat.user_id, chat.id, limit=10, before=None) == []
+
+
+async def test_messages_page_backwards_oldest_first_within_a_page(repos: Repos) -> None:
+    ann = await add_user(repos, "ann")
+    chat, other = await add_chat(repos, ann), await add_chat(repos, ann)
+    sent = []
+    for n in range(7):
+        sent.append(await say(repos, chat, f"message {n}"))
+        await say(repos, other)
+
+    async def page(before: int | None, limit: int = 3) -> list[int]:
+        return ids(await repos.messages.list(chat.user_id, chat.id, limit=limit, before=before))
+
+    assert await page(None) == sent[4:]
+    assert await page(sent[4]) == sent[1:4]
+    assert await page(sent[1]) == sent[:1]
+    assert await page(sent[0]) == []
+    assert await page(None, limit=100) == sent
+    assert await page(sent[4] + 1, limit=2) == sent[3:5]
+
+
+async def test_concurrent_messages_are_all_counted(repos: Repos) -> None:
+    ann = await add_user(repos, "ann")
+    chat = await add_chat(repos, ann)
+    added = await asyncio.gather(*(say(repos, chat, f"n{n}") for n in range(20)))
+    assert len(set(added)) == 20
+    counted = await repos.chats.get(ann.id, chat.id)
+    assert counted is not None
+    assert counted.message_count == 20
+    assert len(await repos.messages.list(chat.user_id, chat.id, limit=100, before=None)) == 20
+
+
+# --- files -------------------------------------------------------------------
+
+
+async def test_files_belong_to_their_owner(repos: Repos) -> None:
+    ann, bob = await add_user(repos, "ann"), await add_user(repos, "bob")
+    upload = await add_file(repos, ann, "abc.png", size=1234)
+    assert (upload.user_id, upload.filename, upload.original_filename) == (
+        ann.id,
+        "abc.png",
+        "original-abc.png",
+    )
+    assert (upload.content_type, upload.file_size) == ("image/png", 1234)
+    assert_utc(upload.created_at)
+    assert await repos.files.get(ann.id, upload.id) == upload
+    assert await repos.files.get(bob.id, upload.id) is None
+    assert await repos.files.get_by_filename("abc.png") == upload  # whoever owns it
+    assert await repos.files.get_by_filename("ABC.png") is None
+    assert await repos.files.delete(bob.id, upload.id) is None
+    assert await repos.files.get(ann.id, upload.id) == upload
+
+
+async def test_filenames_are_unique(repos: Repos) -> None:
+    ann, bob = await add_user(repos, "ann"), await add_user(repos, "bob")
+    await add_file(repos, ann, "abc.png")
+    with pytest.raises(ConflictError) as caught:
+        await add_file(repos, bob, "abc.png")
+    assert caught.value.field == "filename"
+    with pytest.raises(InvalidInputError):
+        await add_file(repos, bob, "negative.png", size=-1)
+
+
+async def test_files_list_newest_first_and_sizes_add_up(repos: Repos) -> None:
+    ann, bob = await add_user(repos, "ann"), await add_user(repos, "bob")
+    assert await repos.files.total_size(ann.id) == 0
+    mine = [await add_file(repos, ann, f"{n}.png", size=100 * n) for n in range(1, 6)]
+    await add_file(repos, bob, "bob.png", size=7)
+    newest_first = ids(mine[::-1])
+    assert ids(await repos.files.list(ann.id, limit=10, before=None)) == newest_first
+    assert ids(await repos.files.list(ann.id, limit=2, before=None)) == newest_first[:2]
+    assert ids(await repos.files.list(ann.id, limit=2, before=mine[3].id)) == newest_first[2:4]
+    assert await repos.files.list(ann.id, limit=2, before=mine[0].id) == []
+    assert await repos.files.total_size(ann.id) == 1500
+    assert await repos.files.total_size(bob.id) == 7
+
+    deleted = await repos.files.delete(ann.id, mine[1].id)
+    assert deleted == mine[1]
+    assert await repos.files.delete(ann.id, mine[1].id) is None
+    assert await repos.files.get(ann.id, mine[1].id) is None
+    assert await repos.files.total_size(ann.id) == 1300
+
+
+async def test_owned_keeps_the_users_files_in_the_order_asked(repos: Repos) -> None:
+    ann, bob = await add_user(repos, "ann"), await add_user(repos, "bob")
+    a1, a2, a3 = [await add_file(repos, ann, f"a{n}.png") for n in range(3)]
+    b1 = await add_file(repos, bob, "b1.png")
+    asked = [a3.id, b1.id, a1.id, 9999, a3.id]
+    assert await repos.files.owned(ann.id, asked) == [a3, a1, a3]
+    assert await repos.files.owned(ann.id, []) == []
+    assert await repos.files.owned(bob.id, [a2.id]) == []
+
+
+# --- one-time codes ----------------------------------------------------------
+
+
+def new_otp(
+    repos: Repos, email: str, purpose: OtpPurpose = EMAIL, **expiry: float
+) -> NewOtpVerification:
+    expires_at = repos.clock.now() + timedelta(**(expiry or {"minutes": 10}))
+    return NewOtpVerification(email=email, purpose=purpose, code_hash="hash", expires_at=expires_at)
+
+
+async def test_the_latest_code_replaces_earlier_ones(repos: Repos) -> None:
+    assert await repos.otps.latest("ann@example.com", EMAIL) is None
+    first = await repos.otps.add(new_otp(repos, "ann@example.com"))
+    assert (first.email, first.purpose, first.code_hash, first.attempts) == (
+        "ann@example.com",
+        EMAIL,
+        "hash",
+        0,
+    )
+    assert first.consumed_at is None
+    assert_utc(first.created_at, first.expires_at)
+    reset = await repos.otps.add(new_otp(repos, "ann@example.com", RESET))
+    second = await repos.otps.add(new_otp(repos, "ANN@example.com"))
+    assert await repos.otps.latest("Ann@Example.com", EMAIL) == second
+    assert await repos.otps.latest("ann@example.com", RESET) == reset
+    assert await repos.otps.latest("bob@example.com", EMAIL) is None
+    # The earlier code of that purpose is spent; the other purpose's is not.
+    assert await repos.otps.consume(first.id, repos.clock.now()) is False
+    assert await repos.otps.consume(reset.id, repos.clock.now()) is True
+
+
+async def test_codes_are_counted_by_email_since_a_time(repos: Repos) -> None:
+    start = repos.clock.now() - timedelta(seconds=1)
+    for email, purpose in (
+        ("ann@example.com", EMAIL),
+        ("ANN@example.com", RESET),
+        ("b@x.io", EMAIL),
+    ):
+        await repos.otps.add(new_otp(repos, email, purpose))
+    assert await repos.otps.count_since("ann@EXAMPLE.com", start) == 2
+    assert await repos.otps.count_since("b@x.io", start) == 1
+    assert await repos.otps.count_since("ann@example.com", start + timedelta(hours=1)) == 0
+    assert await repos.otps.count_since("nobody@example.com", start) == 0
+
+
+async def test_wrong_tries_are_counted(repos: Repos) -> None:
+    otp = await repos.otps.add(new_otp(repos, "ann@example.com"))
+    assert [await repos.otps.record_failure(otp.id) for _ in range(3)] == [1, 2, 3]
+    latest = await repos.otps.latest("ann@example.com", EMAIL)
+    assert latest is not None
+    assert latest.attempts == 3
+    assert not latest.is_usable(repos.clock.now(), max_attempts=3)
+    with pytest.raises(NotFoundError):
+        await repos.otps.record_failure(otp.id + 1000)
+
+
+async def test_a_code_is_consumed_once(repos: Repos) -> None:
+    otp = await repos.otps.add(new_otp(repos, "ann@example.com"))
+    at = repos.clock.now()
+    assert await repos.otps.consume(otp.id, at) is True
+    assert await repos.otps.consume(otp.id, at + timedelta(seconds=1)) is False
+    latest = await repos.otps.latest("ann@example.com", EMAIL)
+    assert latest is not None
+    assert latest.consumed_at == at
+    assert_utc(latest.consumed_at)
+    assert await repos.otps.consume(otp.id + 1000, at) is False
+
+
+async def test_of_concurrent_consumes_exactly_one_wins(repos: Repos) -> None:
+    otp = await repos.otps.add(new_otp(repos, "ann@example.com"))
+    results = await asyncio.gather(
+        *(repos.otps.consume(otp.id, repos.clock.now()) for _ in range(5))
+    )
+    assert sorted(results) == [False, False, False, False, True]
+
+
+async def test_codes_can_be_deleted_and_purged(repos: Repos) -> None:
+    doomed = await repos.otps.add(new_otp(repos, "bob@example.com"))
+    await repos.otps.delete(doomed.id)
+    assert await repos.otps.latest("bob@example.com", EMAIL) is None
+    await repos.otps.delete(doomed.id)  # already gone: nothing happens
+
+    await repos.otps.add(new_otp(repos, "a@example.com", minutes=-30))
+    await repos.otps.add(new_otp(repos, "b@example.com", minutes=-20))
+    live = await repos.otps.add(new_otp(repos, "c@example.com", minutes=10))
+    assert await repos.otps.purge_expired(repos.clock.now() - timedelta(minutes=25)) == 1
+    assert await repos.otps.purge_expired(repos.clock.now()) == 1
+    assert await repos.otps.purge_expired(repos.clock.now()) == 0
+    assert await repos.otps.latest("a@example.com", EMAIL) is None
+    assert await repos.otps.latest("c@example.com", EMAIL) == live
+
+
+# --- sessions ----------------------------------------------------------------
+
+
+async def open_session(repos: Repos, user: User, **life: float) -> UserSession:
+    expires_at = repos.clock.now() + timedelta(**(life or {"days": 30}))
+    return await repos.sessions.add(
+        NewUserSession(user_id=user.id, refresh_token_hash="t0", expires_at=expires_at)
+    )
+
+
+async def test_a_new_session_is_live(repos: Repos) -> None:
+    ann = await add_user(repos, "ann")
+    expires_at = repos.clock.now() + timedelta(days=30)
+    session = await repos.sessions.add(
+        NewUserSession(
+            user_id=ann.id,
+            refresh_token_hash="t0",
+            expires_at=expires_at,
+            user_agent="curl/8",
+            ip="203.0.113.9",
+        )
+    )
+    assert (session.user_id, session.refresh_token_hash, session.user_agent, session.ip) == (
+        ann.id,
+        "t0",
+        "curl/8",
+        "203.0.113.9",
+    )
+    assert (session.expires_at, session.revoked_at) == (expires_at, None)
+    assert session.created_at == session.last_used_at
+    assert_utc(session.created_at, session.last_used_at, session.expires_at)
+    assert session.is_live(repos.clock.now())
+    assert await repos.sessions.get(session.id) == session
+    assert await repos.sessions.get(session.id + 1000) is None
+
+
+async def test_only_live_sessions_are_listed_newest_first(repos: Repos) -> None:
+    ann, bob = await add_user(repos, "ann"), await add_user(repos, "bob")
+    first = await open_session(repos, ann)
+    short = await open_session(repos, ann, minutes=5)
+    revoked = await open_session(repos, ann)
+    last = await open_session(repos, ann)
+    await open_session(repos, bob)
+    assert await repos.sessions.revoke(revoked.id, repos.clock.now())
+    now = repos.clock.now()
+    assert ids(await repos.sessions.list_live(ann.id, now)) == [last.id, short.id, first.id]
+    later = now + timedelta(minutes=5)  # expiry is exclusive
+    assert ids(await repos.sessions.list_live(ann.id, later)) == [last.id, first.id]
+
+
+async def test_rotate_swaps_the_token_only_from_the_expected_one(repos: Repos) -> None:
+    ann = await add_user(repos, "ann")
+    session = await open_session(repos, ann, minutes=10)
+    now = repos.clock.now() + timedelta(minutes=1)
+    assert not await repos.sessions.rotate(
+        session.id, expected_hash="wrong", new_hash="t1", now=now
+    )
+    assert await repos.sessions.rotate(session.id, expected_hash="t0", new_hash="t1", now=now)
+    rotated = await repos.sessions.get(session.id)
+    assert rotated is not None
+    assert (rotated.refresh_token_hash, rotated.last_used_at) == ("t1", now)
+    assert not await repos.sessions.rotate(session.id, expected_hash="t0", new_hash="t2", now=now)
+    expired = now + timedelta(minutes=10)
+    assert not await repos.sessions.rotate(
+        session.id, expected_hash="t1", new_hash="t2", now=expired
+    )
+    assert await repos.sessions.revoke(session.id, now)
+    assert not await repos.sessions.rotate(session.id, expected_hash="t1", new_hash="t2", now=now)
+    assert not await repos.sessions.rotate(
+        session.id + 1000, expected_hash="t1", new_hash="t2", now=now
+    )
+
+
+async def test_of_concurrent_rotations_exactly_one_wins(repos: Repos) -> None:
+    ann = await add_user(repos, "ann")
+    session = await open_session(repos, ann)
+    now = repos.clock.now()
+    results = await asyncio.gather(
+        *(
+            repos.sessions.rotate(session.id, expected_hash="t0", new_hash=f"t{n}", now=now)
+            for n in range(1, 6)
+        )
+    )
+    assert sorted(results) == [False, False, False, False, True]
+    winner = results.index(True) + 1
+    rotated = await repos.sessions.get(session.id)
+    assert rotated is not None
+    assert rotated.refresh_token_hash == f"t{winner}"
+
+
+async def test_revoke_ends_a_live_session_once(repos: Repos) -> None:
+    ann = await add_user(repos, "ann")
+    session = await open_session(repos, ann, minutes=10)
+    now = repos.clock.now()
+    assert await repos.sessions.revoke(session.id, now) is True
+    assert await repos.sessions.revoke(session.id, now) is False
+    revoked = await repos.sessions.get(session.id)
+    assert revoked is not None
+    assert revoked.revoked_at == now
+    assert_utc(revoked.revoked_at)
+    expired = await open_session(repos, ann, minutes=1)
+    assert await repos.sessions.revoke(expired.id, now + timedelta(minutes=2)) is False
+    assert await repos.sessions.revoke(session.id + 1000, now) is False
+
+
+async def test_revoke_all_spares_the_excepted_session_and_other_users(repos: Repos) -> None:
+    ann, bob = await add_user(repos, "ann"), await add_user(repos, "bob")
+    keep, drop1, drop2 = [await open_session(repos, ann) for _ in range(3)]
+    await repos.sessions.revoke(drop2.id, repos.clock.now())
+    await open_session(repos, ann, minutes=-1)  # already expired
+    bobs = await open_session(repos, bob)
+    now = repos.clock.now()
+    assert await repos.sessions.revoke_all(ann.id, now, except_id=keep.id) == 1
+    assert ids(await repos.sessions.list_live(ann.id, now)) == [keep.id]
+    assert ids(await repos.sessions.list_live(bob.id, now)) == [bobs.id]
+    dropped = await repos.sessions.get(drop1.id)
+    assert dropped is not None
+    assert dropped.revoked_at == now
+    assert await repos.sessions.revoke_all(ann.id, now) == 1
+    assert await repos.sessions.list_live(ann.id, now) == []
+    assert await repos.sessions.revoke_all(ann.id, now) == 0
+
+
+async def test_touch_records_the_latest_use_of_a_session(repos: Repos) -> None:
+    ann = await add_user(repos, "ann")
+    session = await open_session(repos, ann)
+    used = repos.clock.now() + timedelta(minutes=3)
+    await repos.sessions.touch(session.id, used)
+    await repos.sessions.touch(session.id, used - timedelta(minutes=1))
+    touched = await repos.sessions.get(session.id)
+    assert touched is not None
+    assert touched.last_used_at == used
+    assert touched.refresh_token_hash == session.refresh_token_hash
+    await repos.sessions.touch(session.id + 1000, used)
+
+
+# --- the schema itself (PostgreSQL only) --------------------------------------
+
+
+@pytest.mark.postgres
+async def test_deleting_a_user_cascades_and_checks_hold(database: Database) -> None:
+    users = PostgresUserRepository(database)
+    chats = PostgresChatRepository(database)
+    user = await users.add(NewUser(email="a@example.com", username="a", password_hash="h"))
+    chat = await chats.add(NewChat(user_id=user.id, model="m"))
+    await PostgresMessageRepository(database).add(
+        NewMessage(chat_id=chat.id, user_id=user.id, role=MessageRole.USER, content="hello there")
+    )
+    async with database.connection() as conn:
+        with pytest.raises(psycopg.errors.CheckViolation):
+            await conn.execute("UPDATE chats SET message_count = -1")
+        with pytest.raises(psycopg.errors.CheckViolation):
+            await conn.execute("UPDATE messages SET role = 'system'")
+        found = await conn.execute(
+            "SELECT count(*) AS n FROM messages"
+            " WHERE search_vector @@ websearch_to_tsquery('english', 'HELLO')"
+        )
+        assert await found.fetchone() == {"n": 1}
+        await conn.execute("DELETE FROM users")
+        left = await conn.execute(
+            "SELECT (SELECT count(*) FROM chats) + (SELECT count(*) FROM messages) AS n"
+        )
+        assert await left.fetchone() == {"n": 0}
+
+
+# --- migrations (PostgreSQL only) ---------------------------------------------
+
+OUR_TABLES = {"users", "chats", "messages", "file_uploads", "otp_verifications", "user_sessions"}
+
+
+def tables_in(url: str) -> set[str]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        return {row[0] for row in rows} & OUR_TABLES
+
+
+@pytest.fixture
+def empty_database_url(pg_server_url: str, pg_admin: psycopg.Connection[Any]) -> Iterator[str]:
+    name = unique_dbname("gemini_empty")
+    create_database(pg_admin, name)
+    try:
+        yield url_with_dbname(pg_server_url, name)
+    finally:
+        drop_database(pg_admin, name)
+
+
+@pytest.mark.postgres
+def test_migrations_apply_roll_back_and_apply_again(empty_database_url: str) -> None:
+    url = empty_database_url
+    every = [state.id for state in migrations.status(url)]
+    assert every
+    assert not any(state.applied for state in migrations.status(url))
+    assert migrations.apply(url) == every
+    assert all(state.applied for state in migrations.status(url))
+    assert tables_in(url) == OUR_TABLES
+    assert migrations.apply(url) == []
+
+    assert migrations.rollback(url, count=len(every)) == every[::-1]
+    assert not any(state.applied for state in migrations.status(url))
+    assert tables_in(url) == set()
+    with psycopg.connect(url) as conn:
+        # Indexes and constraints went with their tables.
+        leftovers = conn.execute(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = 'public' AND c.relname ~ '^(users|chats|messages|file_uploads"
+            "|otp_verifications|user_sessions)_'"
+        ).fetchone()
+        assert leftovers == (0,)
+    assert migrations.apply(url) == every
+    assert tables_in(url) == OUR_TABLES
+
+
+@pytest.mark.postgres
+def test_concurrent_migrations_apply_once(empty_database_url: str) -> None:
+    barrier = threading.Barrier(2)
+
+    def apply() -> list[str]:
+        barrier.wait()
+        return migrations.apply(empty_database_url)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(lambda _: apply(), range(2)))
+    every = [state.id for state in migrations.status(empty_database_url)]
+    assert sorted(results) == [[], every]
+    assert all(state.applied for state in migrations.status(empty_database_url))
+    with psycopg.connect(empty_database_url) as conn:
+        applied = conn.execute("SELECT count(*) FROM _yoyo_migration").fetchone()
+    assert applied == (len(every),)
+
+
+def test_url_with_dbname_handles_tcp_and_socket_urls() -> None:
+    assert (
+        url_with_dbname("postgresql://u:p@db.example:5433/postgres?sslmode=require", "t1")
+        == "postgresql://u:p@db.example:5433/t1?sslmode=require"
+    )
+    assert (
+        url_with_dbname("postgresql://postgres:@/postgres?host=/tmp/gmpg1/x", "t2")
+        == "postgresql://postgres:@/t2?host=/tmp/gmpg1/x"
+    )
+    assert url_with_dbname("postgresql://h/db?dbname=other&host=/s", "t3") == (
+        "postgresql://h/t3?host=/s"
+    )
+    assert dbname_of(url_with_dbname("postgresql://h", "t4")) == "t4"

@@ -1,0 +1,189 @@
+"""The service on a real PostgreSQL: health, restarts, outages, and the real
+server process started the way `make run` starts it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from litestar.testing import AsyncTestClient
+
+from gemini_core.entities import NewUser
+from gemini_core.errors import UnavailableError
+from web.app import create_app
+from web.composition import open_container
+from web.settings import Settings, load_settings
+
+from .proxy import DatabaseProxy
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+def settings_for(data_dir: Path, database_url: str | None, **env: str) -> Settings:
+    environ = {"ENVIRONMENT": "test", "DATA_DIR": str(data_dir), **env}
+    if database_url is not None:
+        environ["DATABASE_URL"] = database_url
+    return load_settings(environ=environ, env_file=None)
+
+
+def new_user(n: int = 1) -> NewUser:
+    return NewUser(email=f"user{n}@example.com", username=f"user{n}", password_hash="x")
+
+
+async def test_health_on_postgres(database_url: str, tmp_path: Path) -> None:
+    app = create_app(settings=settings_for(tmp_path, database_url))
+    async with AsyncTestClient(app) as client:
+        health = await client.get("/health")
+        assert health.status_code == 200
+        assert health.json()["status"] == "healthy"
+        assert health.json()["services"]["database"]["status"] == "healthy"
+        database = await client.get("/health/database")
+        assert database.status_code == 200
+        pool = database.json()["pool"]
+        assert pool["pool_max"] == 20
+        assert pool["pool_size"] >= 1
+
+
+async def test_data_written_before_a_restart_is_there_after_it(
+    database_url: str, tmp_path: Path
+) -> None:
+    settings = settings_for(tmp_path, database_url)
+    async with open_container(settings) as container:
+        created = await container.users.add(new_user())
+    async with open_container(settings) as container:
+        assert await container.users.get(created.id) == created
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A short directory: PostgreSQL's unix socket path must stay under ~100 bytes."""
+    directory = Path(tempfile.mkdtemp(prefix="gm"))
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+async def test_the_embedded_database_keeps_its_data_across_restarts(short_tmp: Path) -> None:
+    data_dir = short_tmp
+    settings = settings_for(data_dir, None)
+    assert settings.resolved_database_url is None
+    async with open_container(settings) as container:
+        created = await container.users.add(new_user())
+        assert (await container.database.check()).healthy
+    assert (data_dir / "postgres" / "PG_VERSION").exists()
+    async with open_container(settings) as container:
+        assert await container.users.get(created.id) == created
+
+
+async def test_a_stopped_database_gives_quick_503s_and_the_service_recovers(
+    database_url: str, tmp_path: Path
+) -> None:
+    proxy = DatabaseProxy(database_url)
+    proxy.start()
+    try:
+        settings = settings_for(tmp_path, proxy.url, DB_POOL_TIMEOUT_SECONDS="1.5")
+        app = create_app(settings=settings)
+        async with AsyncTestClient(app, timeout=30) as client:
+            assert (await client.get("/health")).status_code == 200
+            container = app.state.container
+
+            proxy.stop()
+            for path in ("/health", "/health/database"):
+                started = time.monotonic()
+                response = await client.get(path)
+                assert response.status_code == 503
+                assert time.monotonic() - started < 5
+            assert (await client.get("/health")).json()["status"] == "unhealthy"
+            started = time.monotonic()
+            with pytest.raises(UnavailableError):
+                await container.users.get(1)
+            assert time.monotonic() - started < 5
+
+            proxy.start()
+            deadline = time.monotonic() + 30
+            while (await client.get("/health")).status_code != 200:
+                assert time.monotonic() < deadline, "the service did not recover"
+                await asyncio.sleep(0.5)
+            assert (await container.users.add(new_user(2))).id > 0
+    finally:
+        proxy.shutdown()
+
+
+# --- the real server process ----------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextmanager
+def running_server(cwd: Path, **env: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """``gemini-backend serve`` as `make run` starts it, ready on /health."""
+    port = free_port()
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "DATABASE_"))}
+    environ.update(env, PYTHONPATH=str(SRC), PORT=str(port))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "web.cli", "serve"],
+        cwd=cwd,
+        env=environ,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert process.poll() is None, "the server exited"
+            assert time.monotonic() < deadline, "no answer on /health within 90 s"
+            try:
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        yield process, base
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_serve_on_the_embedded_database_answers_and_stops_cleanly(
+    tmp_path: Path, short_tmp: Path
+) -> None:
+    data_dir = short_tmp
+    for _ in range(2):  # the second start finds the first one's data
+        with running_server(tmp_path, DATA_DIR=str(data_dir)) as (process, base):
+            body = httpx.get(f"{base}/health").json()
+            assert body["status"] == "healthy"
+            assert body["services"]["database"]["status"] == "healthy"
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=60) == 0
+    assert (data_dir / "postgres" / "PG_VERSION").exists()
+
+
+def test_serve_on_a_configured_database_with_two_workers(database_url: str, tmp_path: Path) -> None:
+    with running_server(
+        tmp_path, DATA_DIR=str(tmp_path), DATABASE_URL=database_url, WORKERS="2"
+    ) as (
+        process,
+        base,
+    ):
+        for _ in range(10):
+            assert httpx.get(f"{base}/health/database").status_code == 200
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    assert not (tmp_path / "postgres").exists(), "pgserver must not be touched"

@@ -1,0 +1,177 @@
+"""The HTTP shell over in-memory adapters: error shapes, health, docs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import msgspec
+import pytest
+from litestar import Litestar, post
+from litestar.params import JSONBody
+from litestar.testing import AsyncTestClient
+
+from gemini_core.errors import ConflictError, UnavailableError
+from web.app import create_app
+from web.composition import memory_container
+from web.problems import EXCEPTION_HANDLERS
+from web.settings import Settings, load_settings
+
+
+def settings_for(tmp_path: Path, **env: str) -> Settings:
+    return load_settings(
+        environ={"ENVIRONMENT": "test", "DATA_DIR": str(tmp_path), **env}, env_file=None
+    )
+
+
+@pytest.fixture
+async def client(tmp_path: Path) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    app = create_app(memory_container(settings_for(tmp_path)))
+    async with AsyncTestClient(app) as client:
+        yield client
+
+
+def assert_problem(response: object, status: int) -> dict[str, object]:
+    assert response.status_code == status  # type: ignore[attr-defined]
+    assert response.headers["content-type"].startswith("application/problem+json")  # type: ignore[attr-defined]
+    body: dict[str, object] = response.json()  # type: ignore[attr-defined]
+    assert body["status"] == status
+    assert isinstance(body["detail"], str)
+    assert body["detail"]
+    return body
+
+
+async def test_health_has_the_guides_shape(client: AsyncTestClient[Litestar]) -> None:
+    response = await client.get("/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"status", "timestamp", "version", "environment", "services"}
+    assert body["status"] == "healthy"
+    assert body["environment"] == "test"
+    assert body["timestamp"].endswith("Z")
+    services = body["services"]
+    assert services["database"]["status"] == "healthy"
+    assert isinstance(services["database"]["response_time_ms"], float)
+    assert services["rate_limiting"] == {
+        "status": "healthy",
+        "stats": {"total_identifiers": 0, "total_requests": 0},
+    }
+    assert services["cache"] == {
+        "status": "healthy",
+        "stats": {"total_keys": 0, "expired_keys": 0},
+    }
+
+
+async def test_health_database_reports_the_pool(client: AsyncTestClient[Litestar]) -> None:
+    response = await client.get("/health/database")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "healthy"
+    assert isinstance(body["pool"], dict)
+
+
+async def test_unknown_route_is_a_404_problem(client: AsyncTestClient[Litestar]) -> None:
+    assert_problem(await client.get("/no/such/route"), 404)
+
+
+async def test_wrong_method_is_a_405_problem(client: AsyncTestClient[Litestar]) -> None:
+    response = await client.delete("/health")
+    assert_problem(response, 405)
+    assert "GET" in response.headers["allow"]
+
+
+async def test_docs_are_served_in_development(tmp_path: Path) -> None:
+    app = create_app(memory_container(settings_for(tmp_path, ENVIRONMENT="development")))
+    async with AsyncTestClient(app) as client:
+        schema = await client.get("/schema/openapi.json")
+        assert schema.status_code == 200
+        assert "/health" in schema.json()["paths"]
+        for page in ("/docs", "/redoc"):
+            response = await client.get(page)
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/html")
+
+
+async def test_docs_are_not_served_when_disabled(tmp_path: Path) -> None:
+    app = create_app(memory_container(settings_for(tmp_path, DOCS_ENABLED="false")))
+    async with AsyncTestClient(app) as client:
+        for page in ("/schema/openapi.json", "/docs", "/redoc"):
+            assert_problem(await client.get(page), 404)
+
+
+# --- the error mapping, on a probe route --------------------------------------
+
+
+class Inner(msgspec.Struct):
+    email: str
+    age: int
+
+
+class Probe(msgspec.Struct):
+    name: str
+    user: Inner
+
+
+@post("/probe", sync_to_thread=False)
+def probe(data: JSONBody[Probe]) -> dict[str, str]:
+    if data.name == "conflict":
+        raise ConflictError("That name is taken.", field="name")
+    if data.name == "down":
+        raise UnavailableError("The database is unavailable.", retry_after=7)
+    if data.name == "boom":
+        raise RuntimeError("secret internals at /srv/app.py line 3")
+    return {"ok": data.name}
+
+
+@pytest.fixture
+async def probe_client() -> AsyncIterator[AsyncTestClient[Litestar]]:
+    app = Litestar([probe], exception_handlers=EXCEPTION_HANDLERS)
+    async with AsyncTestClient(app) as client:
+        yield client
+
+
+async def test_malformed_json_is_a_400(probe_client: AsyncTestClient[Litestar]) -> None:
+    response = await probe_client.post(
+        "/probe", content=b'{"name": ', headers={"content-type": "application/json"}
+    )
+    body = assert_problem(response, 400)
+    assert "not valid JSON" in str(body["detail"])
+
+
+async def test_schema_violations_are_a_422_listing_fields(
+    probe_client: AsyncTestClient[Litestar],
+) -> None:
+    response = await probe_client.post(
+        "/probe", json={"name": "x", "user": {"email": "a", "age": "old"}}
+    )
+    body = assert_problem(response, 422)
+    assert body["errors"] == [{"field": "user.age", "message": "Expected `int`, got `str`"}]
+    missing = await probe_client.post("/probe", json={"user": {"email": "a", "age": 1}})
+    body = assert_problem(missing, 422)
+    assert body["errors"] == [{"field": "name", "message": "This field is required."}]
+    nested = await probe_client.post("/probe", json={"name": "x", "user": {"age": 1}})
+    body = assert_problem(nested, 422)
+    assert body["errors"] == [{"field": "user.email", "message": "This field is required."}]
+    not_an_object = await probe_client.post("/probe", json=[1])
+    body = assert_problem(not_an_object, 422)
+    assert body["errors"] == [{"field": "body", "message": "Expected `object`, got `array`"}]
+
+
+async def test_core_errors_map_to_their_status(probe_client: AsyncTestClient[Litestar]) -> None:
+    user = {"email": "a", "age": 1}
+    assert_problem(await probe_client.post("/probe", json={"name": "conflict", "user": user}), 409)
+    down = await probe_client.post("/probe", json={"name": "down", "user": user})
+    assert_problem(down, 503)
+    assert down.headers["retry-after"] == "7"
+
+
+async def test_unexpected_errors_never_leak_internals(
+    probe_client: AsyncTestClient[Litestar],
+) -> None:
+    response = await probe_client.post(
+        "/probe", json={"name": "boom", "user": {"email": "a", "age": 1}}
+    )
+    body = assert_problem(response, 500)
+    assert "srv" not in response.text
+    assert "Traceback" not in response.text
+    assert "secret" not in str(body)
