@@ -407,8 +407,8 @@ class InMemoryOtpRepository(_Repository):
         codes = [otp for otp in self._for(email) if otp.purpose == purpose]
         return max(codes, key=lambda otp: otp.id, default=None)
 
-    async def count_since(self, email: str, since: datetime) -> int:
-        return sum(1 for otp in self._for(email) if otp.created_at >= since)
+    async def issued_since(self, email: str, since: datetime) -> builtins.list[datetime]:
+        return sorted(otp.created_at for otp in self._for(email) if otp.created_at >= since)
 
     async def record_failure(self, otp_id: int) -> int:
         otp = self._store.otps.get(otp_id)
@@ -461,6 +461,12 @@ class InMemorySessionRepository(_Repository):
 
     async def get(self, session_id: int) -> UserSession | None:
         return self._store.sessions.get(session_id)
+
+    async def get_with_user(self, session_id: int) -> tuple[UserSession, User] | None:
+        session = self._store.sessions.get(session_id)
+        if session is None:
+            return None
+        return session, self._store.users[session.user_id]
 
     async def list_live(self, user_id: int, now: datetime) -> builtins.list[UserSession]:
         live = [s for s in self._store.sessions.values() if s.user_id == user_id and s.is_live(now)]

@@ -15,6 +15,7 @@ import builtins
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Protocol
 
 from gemini_core.entities import (
@@ -165,8 +166,9 @@ class OtpRepository(Protocol):
         """The newest code for this email and purpose, used or not."""
         ...
 
-    async def count_since(self, email: str, since: datetime) -> int:
-        """How many codes (any purpose) were issued for this email since ``since``."""
+    async def issued_since(self, email: str, since: datetime) -> list[datetime]:
+        """When each code (any purpose) issued for this email since ``since`` was
+        issued, oldest first: the hourly cap counts them and waits for the oldest."""
         ...
 
     async def record_failure(self, otp_id: int) -> int:
@@ -193,6 +195,10 @@ class SessionRepository(Protocol):
 
     async def get(self, session_id: int) -> UserSession | None:
         """The session with this id, revoked or not."""
+        ...
+
+    async def get_with_user(self, session_id: int) -> tuple[UserSession, User] | None:
+        """The session and its user, read together (the check on every request)."""
         ...
 
     async def list_live(self, user_id: int, now: datetime) -> list[UserSession]:
@@ -286,4 +292,76 @@ class Cache(Protocol):
 
     async def stats(self) -> CacheStats:
         """How many keys are held, and how many of them have expired but not gone yet."""
+        ...
+
+
+# --- accounts ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMail:
+    """One message to one recipient, in plain text and HTML."""
+
+    to: str
+    subject: str
+    text: str
+    html: str
+
+
+class Mailer(Protocol):
+    async def send(self, mail: OutgoingMail) -> None:
+        """Hand the mail to the mail server.
+
+        ``UnavailableError`` when the server refuses it or cannot be reached in time.
+        """
+        ...
+
+
+class PasswordHasher(Protocol):
+    """Slow, salted password hashing. Implementations keep the CPU work off the
+    event loop, so a burst of logins never stalls other requests."""
+
+    async def hash(self, password: str) -> str:
+        """A new salted hash of ``password`` in a self-describing format."""
+        ...
+
+    async def verify(self, password_hash: str, password: str) -> bool:
+        """Whether ``password`` matches; ``False`` (never an error) for a malformed hash."""
+        ...
+
+    def needs_rehash(self, password_hash: str) -> bool:
+        """Whether the hash was made with other parameters than the current ones."""
+        ...
+
+
+class TokenType(StrEnum):
+    ACCESS = "access"
+    REFRESH = "refresh"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenClaims:
+    """What a signed token says. ``jti`` is unique per token."""
+
+    type: TokenType
+    user_id: int
+    session_id: int
+    jti: str
+    issued_at: datetime
+    expires_at: datetime
+
+
+class TokenCodec(Protocol):
+    """Signs and checks bearer tokens (JWT)."""
+
+    def encode(self, claims: TokenClaims) -> str:
+        """The signed token."""
+        ...
+
+    def decode(self, token: str, *, expected_type: TokenType, now: datetime) -> TokenClaims:
+        """The claims of a genuine, unexpired token of ``expected_type``.
+
+        ``AuthenticationError`` for anything else: a bad signature or algorithm,
+        another issuer or audience, a missing claim, expiry, or the other type.
+        """
         ...

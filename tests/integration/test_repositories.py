@@ -671,10 +671,13 @@ async def test_codes_are_counted_by_email_since_a_time(repos: Repos) -> None:
         ("b@x.io", EMAIL),
     ):
         await repos.otps.add(new_otp(repos, email, purpose))
-    assert await repos.otps.count_since("ann@EXAMPLE.com", start) == 2
-    assert await repos.otps.count_since("b@x.io", start) == 1
-    assert await repos.otps.count_since("ann@example.com", start + timedelta(hours=1)) == 0
-    assert await repos.otps.count_since("nobody@example.com", start) == 0
+    issued = await repos.otps.issued_since("ann@EXAMPLE.com", start)
+    assert len(issued) == 2
+    assert issued == sorted(issued)
+    assert all(moment.tzinfo is not None and moment >= start for moment in issued)
+    assert len(await repos.otps.issued_since("b@x.io", start)) == 1
+    assert await repos.otps.issued_since("ann@example.com", start + timedelta(hours=1)) == []
+    assert await repos.otps.issued_since("nobody@example.com", start) == []
 
 
 async def test_wrong_tries_are_counted(repos: Repos) -> None:
@@ -758,6 +761,19 @@ async def test_a_new_session_is_live(repos: Repos) -> None:
     assert session.is_live(repos.clock.now())
     assert await repos.sessions.get(session.id) == session
     assert await repos.sessions.get(session.id + 1000) is None
+
+
+async def test_a_session_is_read_with_its_current_user(repos: Repos) -> None:
+    ann = await add_user(repos, "ann")
+    session = await open_session(repos, ann)
+    assert await repos.sessions.get_with_user(session.id) == (session, ann)
+    demoted = await repos.users.update(ann.id, UserChanges(is_active=False))
+    await repos.sessions.revoke(session.id, repos.clock.now())
+    found = await repos.sessions.get_with_user(session.id)
+    assert found is not None
+    assert found[1] == demoted
+    assert found[0].revoked_at is not None
+    assert await repos.sessions.get_with_user(session.id + 1000) is None
 
 
 async def test_only_live_sessions_are_listed_newest_first(repos: Repos) -> None:

@@ -12,11 +12,13 @@ from datetime import datetime
 
 from adapters.postgres._common import Row, execute, fetch_all, fetch_one, utc, utc_or_none
 from adapters.postgres.pool import Database
+from adapters.postgres.users import user_from_row
 from gemini_core.entities import (
     NewOtpVerification,
     NewUserSession,
     OtpPurpose,
     OtpVerification,
+    User,
     UserSession,
 )
 from gemini_core.errors import NotFoundError
@@ -53,9 +55,10 @@ LIMIT 1
 """
 )
 
-_COUNT_OTP_SINCE = """
-SELECT count(*) AS issued FROM otp_verifications
+_OTP_ISSUED_SINCE = """
+SELECT created_at FROM otp_verifications
 WHERE lower(email) = lower(%(email)s) AND created_at >= %(since)s
+ORDER BY created_at
 """
 
 _RECORD_OTP_FAILURE = """
@@ -108,10 +111,9 @@ class PostgresOtpRepository:
         row = await fetch_one(self._db, _LATEST_OTP, {"email": email, "purpose": purpose.value})
         return None if row is None else _otp(row)
 
-    async def count_since(self, email: str, since: datetime) -> int:
-        row = await fetch_one(self._db, _COUNT_OTP_SINCE, {"email": email, "since": since})
-        assert row is not None
-        return int(row["issued"])
+    async def issued_since(self, email: str, since: datetime) -> list[datetime]:
+        rows = await fetch_all(self._db, _OTP_ISSUED_SINCE, {"email": email, "since": since})
+        return [utc(row["created_at"]) for row in rows]
 
     async def record_failure(self, otp_id: int) -> int:
         row = await fetch_one(self._db, _RECORD_OTP_FAILURE, {"id": otp_id})
@@ -145,6 +147,20 @@ RETURNING"""
 )
 
 _GET_SESSION = "SELECT" + _SESSION_COLUMNS + "FROM user_sessions WHERE id = %(id)s"
+
+# The check behind every authenticated request: one round trip for both rows.
+_GET_SESSION_WITH_USER = """
+SELECT s.id, s.user_id, s.refresh_token_hash, s.user_agent, s.ip,
+       s.created_at, s.last_used_at, s.expires_at, s.revoked_at,
+       u.id AS u_id, u.email AS u_email, u.username AS u_username,
+       u.full_name AS u_full_name, u.password_hash AS u_password_hash,
+       u.is_active AS u_is_active, u.is_verified AS u_is_verified, u.is_admin AS u_is_admin,
+       u.created_at AS u_created_at, u.updated_at AS u_updated_at,
+       u.last_login_at AS u_last_login_at, u.last_seen_at AS u_last_seen_at,
+       u.deleted_at AS u_deleted_at
+FROM user_sessions AS s JOIN users AS u ON u.id = s.user_id
+WHERE s.id = %(id)s
+"""
 
 _LIST_LIVE_SESSIONS = (
     "SELECT"
@@ -221,6 +237,13 @@ class PostgresSessionRepository:
     async def get(self, session_id: int) -> UserSession | None:
         row = await fetch_one(self._db, _GET_SESSION, {"id": session_id})
         return None if row is None else _session(row)
+
+    async def get_with_user(self, session_id: int) -> tuple[UserSession, User] | None:
+        row = await fetch_one(self._db, _GET_SESSION_WITH_USER, {"id": session_id})
+        if row is None:
+            return None
+        user = user_from_row({k[2:]: v for k, v in row.items() if k.startswith("u_")})
+        return _session(row), user
 
     async def list_live(self, user_id: int, now: datetime) -> list[UserSession]:
         rows = await fetch_all(self._db, _LIST_LIVE_SESSIONS, {"user_id": user_id, "now": now})

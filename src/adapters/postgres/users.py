@@ -81,7 +81,7 @@ ORDER BY page.id
 )
 
 
-def _user(row: Row) -> User:
+def user_from_row(row: Row) -> User:
     return User(
         id=row["id"],
         email=row["email"],
@@ -120,15 +120,15 @@ class PostgresUserRepository:
             },
         )
         assert row is not None
-        return _user(row)
+        return user_from_row(row)
 
     async def get(self, user_id: int) -> User | None:
         row = await fetch_one(self._db, _GET, {"id": user_id})
-        return None if row is None else _user(row)
+        return None if row is None else user_from_row(row)
 
     async def get_by_email(self, email: str) -> User | None:
         row = await fetch_one(self._db, _GET_BY_EMAIL, {"email": email})
-        return None if row is None else _user(row)
+        return None if row is None else user_from_row(row)
 
     async def update(self, user_id: int, changes: UserChanges) -> User:
         row = await fetch_one(
@@ -150,7 +150,7 @@ class PostgresUserRepository:
         )
         if row is None:
             raise NotFoundError("No such user.")
-        return _user(row)
+        return user_from_row(row)
 
     async def touch(self, user_id: int, seen_at: datetime) -> None:
         await execute(self._db, _TOUCH, {"id": user_id, "seen_at": seen_at})
@@ -162,4 +162,4 @@ class PostgresUserRepository:
             self._db, _SEARCH, {"query": query, "offset": offset, "limit": limit}
         )
         total = int(rows[0]["total"]) if rows else 0
-        return UserPage(items=[_user(row) for row in rows if row["id"] is not None], total=total)
+        return UserPage(items=[user_from_row(row) for row in rows if row["id"] is not None], total=total)
