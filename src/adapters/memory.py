@@ -410,7 +410,7 @@ class InMemoryOtpRepository(_Repository):
     async def issued_since(self, email: str, since: datetime) -> builtins.list[datetime]:
         return sorted(otp.created_at for otp in self._for(email) if otp.created_at >= since)
 
-    async def record_failure(self, otp_id: int) -> int:
+    async def record_attempt(self, otp_id: int) -> int:
         otp = self._store.otps.get(otp_id)
         if otp is None:
             raise NotFoundError("No such code.")

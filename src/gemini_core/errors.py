@@ -6,6 +6,7 @@ class to one HTTP status, so neither side needs to know the other.
 
     GeminiError
     ├── InvalidInputError        the request is well-formed but breaks a rule
+    ├── VerificationFailedError  a code or a current password did not check out
     ├── AuthenticationError      who are you? (missing, bad or revoked credentials)
     ├── PermissionDeniedError    you may not do this
     ├── NotFoundError            no such thing, or not yours
@@ -31,6 +32,13 @@ class InvalidInputError(GeminiError):
     def __init__(self, detail: str, *, field: str | None = None) -> None:
         super().__init__(detail)
         self.field = field
+
+
+class VerificationFailedError(GeminiError):
+    """A one-time code or a confirming password was wrong, used or expired.
+
+    Deliberately one generic message, so the caller learns nothing about why.
+    """
 
 
 class AuthenticationError(GeminiError):

@@ -171,8 +171,12 @@ class OtpRepository(Protocol):
         issued, oldest first: the hourly cap counts them and waits for the oldest."""
         ...
 
-    async def record_failure(self, otp_id: int) -> int:
-        """Count one wrong try and return the new number of tries."""
+    async def record_attempt(self, otp_id: int) -> int:
+        """Count one try, atomically, and return the new number of tries.
+
+        Counted before the code is compared, so concurrent guesses cannot get
+        more than the allowed number of comparisons between them.
+        """
         ...
 
     async def consume(self, otp_id: int, at: datetime) -> bool:

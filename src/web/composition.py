@@ -10,14 +10,19 @@ adapters, for tests and for other Python services that embed the core.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
 
 from adapters.cache import InMemoryCache
 from adapters.clock import SystemClock
+from adapters.mail import ConsoleMailer, RecordingMailer, SmtpMailer
 from adapters.memory import InMemoryDatabaseProbe, InMemoryRepositories
+from adapters.passwords import Argon2PasswordHasher
 from adapters.postgres import migrations
 from adapters.postgres.embedded import EmbeddedPostgres
 from adapters.postgres.pool import Database
@@ -30,8 +35,18 @@ from adapters.postgres.repositories import (
     PostgresUserRepository,
 )
 from adapters.ratelimit import InMemoryRateLimiter
+from adapters.tokens import JwtTokenCodec
+from gemini_core.accounts import AccountService, SessionRules
+from gemini_core.codes import CodeRules, OneTimeCodes
 from gemini_core.health import HealthService
-from gemini_core.ports import Clock
+from gemini_core.ports import (
+    Clock,
+    Mailer,
+    OtpRepository,
+    PasswordHasher,
+    SessionRepository,
+    UserRepository,
+)
 from web.container import Container
 from web.settings import Settings
 
@@ -61,6 +76,63 @@ def database_url(settings: Settings) -> Iterator[str]:
         embedded.stop()
 
 
+def mailer_for(settings: Settings) -> Mailer:
+    if settings.smtp_host is None:
+        return ConsoleMailer()
+    return SmtpMailer(
+        host=settings.smtp_host,
+        port=settings.smtp_port,
+        username=settings.smtp_username,
+        password=settings.smtp_password,
+        security=settings.smtp_security,
+        from_email=settings.from_email,
+    )
+
+
+def accounts_for(
+    settings: Settings,
+    *,
+    users: UserRepository,
+    sessions: SessionRepository,
+    otps: OtpRepository,
+    mailer: Mailer,
+    hasher: PasswordHasher,
+    clock: Clock,
+) -> AccountService:
+    # Codes get their own key, derived from SECRET_KEY, so a code hash can
+    # never double as a token signature or the other way round.
+    code_key = hmac.new(settings.secret_key.encode(), b"one-time codes", hashlib.sha256).digest()
+    codes = OneTimeCodes(
+        otps=otps,
+        mailer=mailer,
+        clock=clock,
+        key=code_key,
+        rules=CodeRules(
+            ttl_seconds=settings.otp_ttl_seconds,
+            max_attempts=settings.otp_max_attempts,
+            resend_cooldown_seconds=settings.otp_resend_cooldown_seconds,
+            max_per_hour=settings.otp_max_per_hour,
+        ),
+    )
+    return AccountService(
+        users=users,
+        sessions=sessions,
+        codes=codes,
+        hasher=hasher,
+        tokens=JwtTokenCodec(secret_key=settings.secret_key),
+        clock=clock,
+        rules=SessionRules(
+            access_token_ttl=timedelta(minutes=settings.access_token_expire_minutes),
+            refresh_token_ttl=timedelta(days=settings.refresh_token_expire_days),
+        ),
+    )
+
+
+async def bootstrap_admin(settings: Settings, accounts: AccountService) -> None:
+    if settings.admin_email and settings.admin_password:
+        await accounts.ensure_admin(settings.admin_email, settings.admin_password)
+
+
 @asynccontextmanager
 async def open_container(settings: Settings) -> AsyncIterator[Container]:
     async with AsyncExitStack() as stack:
@@ -79,30 +151,62 @@ async def open_container(settings: Settings) -> AsyncIterator[Container]:
         clock = SystemClock()
         rate_limiter = InMemoryRateLimiter(clock=clock)
         cache = InMemoryCache(clock=clock)
+        users = PostgresUserRepository(database)
+        sessions = PostgresSessionRepository(database)
+        otps = PostgresOtpRepository(database)
+        hasher = Argon2PasswordHasher()
+        stack.callback(hasher.close)
+        accounts = accounts_for(
+            settings,
+            users=users,
+            sessions=sessions,
+            otps=otps,
+            mailer=mailer_for(settings),
+            hasher=hasher,
+            clock=clock,
+        )
+        await bootstrap_admin(settings, accounts)
         yield Container(
             settings=settings,
             clock=clock,
             database=database,
-            users=PostgresUserRepository(database),
+            users=users,
             chats=PostgresChatRepository(database),
             messages=PostgresMessageRepository(database),
             files=PostgresFileUploadRepository(database),
-            otps=PostgresOtpRepository(database),
-            sessions=PostgresSessionRepository(database),
+            otps=otps,
+            sessions=sessions,
             rate_limiter=rate_limiter,
             cache=cache,
             health=HealthService(database=database, rate_limiter=rate_limiter, cache=cache),
+            accounts=accounts,
             version=app_version(),
         )
 
 
-def memory_container(settings: Settings, *, clock: Clock | None = None) -> Container:
-    """Every port on in-memory adapters: no database, no network."""
+def memory_container(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    mailer: Mailer | None = None,
+    hasher: PasswordHasher | None = None,
+) -> Container:
+    """Every port on in-memory adapters: no database, no network. Mail is
+    recorded (``RecordingMailer``) unless another mailer is given."""
     clock = clock or SystemClock()
     repos = InMemoryRepositories(clock=clock)
     database = InMemoryDatabaseProbe()
     rate_limiter = InMemoryRateLimiter(clock=clock)
     cache = InMemoryCache(clock=clock)
+    accounts = accounts_for(
+        settings,
+        users=repos.users,
+        sessions=repos.sessions,
+        otps=repos.otps,
+        mailer=mailer or RecordingMailer(),
+        hasher=hasher or Argon2PasswordHasher(),
+        clock=clock,
+    )
     return Container(
         settings=settings,
         clock=clock,
@@ -116,6 +220,7 @@ def memory_container(settings: Settings, *, clock: Clock | None = None) -> Conta
         rate_limiter=rate_limiter,
         cache=cache,
         health=HealthService(database=database, rate_limiter=rate_limiter, cache=cache),
+        accounts=accounts,
         version=app_version(),
     )
 

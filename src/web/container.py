@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gemini_core.accounts import AccountService
 from gemini_core.health import HealthService
 from gemini_core.ports import (
     Cache,
@@ -34,4 +35,5 @@ class Container:
     rate_limiter: RateLimiter
     cache: Cache
     health: HealthService
+    accounts: AccountService
     version: str

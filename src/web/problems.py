@@ -36,6 +36,7 @@ from gemini_core.errors import (
     PermissionDeniedError,
     TooManyRequestsError,
     UnavailableError,
+    VerificationFailedError,
 )
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ PROBLEM_JSON = "application/problem+json"
 
 _STATUS_BY_ERROR: dict[type[GeminiError], int] = {
     InvalidInputError: HTTP_422_UNPROCESSABLE_ENTITY,
+    VerificationFailedError: HTTP_400_BAD_REQUEST,
     AuthenticationError: HTTP_401_UNAUTHORIZED,
     PermissionDeniedError: HTTP_403_FORBIDDEN,
     NotFoundError: HTTP_404_NOT_FOUND,
@@ -113,6 +115,8 @@ def handle_core_error(_: Request[Any, Any, Any], exc: GeminiError) -> Response[P
     headers: dict[str, str] | None = None
     if isinstance(exc, TooManyRequestsError | UnavailableError):
         headers = {"Retry-After": str(exc.retry_after)}
+    elif isinstance(exc, AuthenticationError):
+        headers = {"WWW-Authenticate": "Bearer"}
     errors = None
     if isinstance(exc, InvalidInputError) and exc.field is not None:
         errors = [FieldError(field=exc.field, message=exc.detail)]

@@ -682,13 +682,13 @@ async def test_codes_are_counted_by_email_since_a_time(repos: Repos) -> None:
 
 async def test_wrong_tries_are_counted(repos: Repos) -> None:
     otp = await repos.otps.add(new_otp(repos, "ann@example.com"))
-    assert [await repos.otps.record_failure(otp.id) for _ in range(3)] == [1, 2, 3]
+    assert [await repos.otps.record_attempt(otp.id) for _ in range(3)] == [1, 2, 3]
     latest = await repos.otps.latest("ann@example.com", EMAIL)
     assert latest is not None
     assert latest.attempts == 3
     assert not latest.is_usable(repos.clock.now(), max_attempts=3)
     with pytest.raises(NotFoundError):
-        await repos.otps.record_failure(otp.id + 1000)
+        await repos.otps.record_attempt(otp.id + 1000)
 
 
 async def test_a_code_is_consumed_once(repos: Repos) -> None:

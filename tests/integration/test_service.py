@@ -27,6 +27,7 @@ from web.composition import open_container
 from web.settings import Settings, load_settings
 
 from .proxy import DatabaseProxy
+from .smtp import SmtpServer, smtp_server  # noqa: F401  (a fixture)
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -187,3 +188,40 @@ def test_serve_on_a_configured_database_with_two_workers(database_url: str, tmp_
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
     assert not (tmp_path / "postgres").exists(), "pgserver must not be touched"
+
+
+def test_a_revocation_holds_in_every_worker(
+    database_url: str,
+    tmp_path: Path,
+    smtp_server: SmtpServer,  # noqa: F811
+) -> None:
+    env = {
+        "DATA_DIR": str(tmp_path),
+        "DATABASE_URL": database_url,
+        "WORKERS": "2",
+        "SMTP_HOST": smtp_server.host,
+        "SMTP_PORT": str(smtp_server.port),
+        "SMTP_SECURITY": "none",
+        "OTP_RESEND_COOLDOWN_SECONDS": "0",
+    }
+    with running_server(tmp_path, **env) as (process, base):
+        with httpx.Client(base_url=base, timeout=10) as client:
+            email = "ann@example.com"
+            sent = client.post(
+                "/auth/send-otp", json={"email": email, "purpose": "email_verification"}
+            )
+            assert sent.status_code == 202
+            code = smtp_server.wait_for_code(email)
+            user = {"email": email, "username": "ann", "password": "a fine passphrase"}
+            pair = client.post(
+                "/auth/register", json={"email": email, "otp_code": code, "user_data": user}
+            ).json()
+            headers = {"Authorization": f"Bearer {pair['access_token']}"}
+            # Fresh connections, so the two workers share the requests.
+            for _ in range(6):
+                assert httpx.get(f"{base}/auth/me", headers=headers).status_code == 200
+            assert client.post("/auth/logout", headers=headers).status_code == 204
+            for _ in range(6):
+                assert httpx.get(f"{base}/auth/me", headers=headers).status_code == 401
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0

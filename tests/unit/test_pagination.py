@@ -42,7 +42,10 @@ def test_any_text_is_a_cursor_or_a_clear_refusal(text: str) -> None:
         try:
             decode(text)
         except InvalidInputError as exc:
-            assert exc.field == "cursor"
+            field = exc.field
+        else:
+            field = "cursor"
+        assert field == "cursor"
 
 
 @pytest.mark.parametrize(

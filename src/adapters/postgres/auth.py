@@ -115,7 +115,7 @@ class PostgresOtpRepository:
         rows = await fetch_all(self._db, _OTP_ISSUED_SINCE, {"email": email, "since": since})
         return [utc(row["created_at"]) for row in rows]
 
-    async def record_failure(self, otp_id: int) -> int:
+    async def record_attempt(self, otp_id: int) -> int:
         row = await fetch_one(self._db, _RECORD_OTP_FAILURE, {"id": otp_id})
         if row is None:
             raise NotFoundError("No such code.")

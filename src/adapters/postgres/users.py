@@ -162,4 +162,6 @@ class PostgresUserRepository:
             self._db, _SEARCH, {"query": query, "offset": offset, "limit": limit}
         )
         total = int(rows[0]["total"]) if rows else 0
-        return UserPage(items=[user_from_row(row) for row in rows if row["id"] is not None], total=total)
+        return UserPage(
+            items=[user_from_row(row) for row in rows if row["id"] is not None], total=total
+        )

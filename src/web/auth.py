@@ -1,0 +1,240 @@
+"""``/auth``: sign-up by mailed code, login, tokens, the signed-in user, sessions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Controller, Request, delete, get, patch, post
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, JSONBody
+from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
+
+from gemini_core.accounts import Principal, Registration, TokenPair
+from gemini_core.entities import OtpPurpose
+from web.container import Container
+from web.schemas import UserOut
+from web.security import client_of, provide_principal
+
+Email = Annotated[str, msgspec.Meta(max_length=320)]
+Password = Annotated[str, msgspec.Meta(max_length=1024)]
+Code = Annotated[str, msgspec.Meta(max_length=32)]
+
+
+class SendOtpIn(msgspec.Struct):
+    email: Email
+    purpose: Literal["email_verification", "password_reset"]
+
+
+class SendOtpOut(msgspec.Struct):
+    message: str
+    expires_in: int
+
+
+class UserDataIn(msgspec.Struct):
+    """Only these fields are read: admin, active or verified flags cannot be set here."""
+
+    email: Email
+    username: Annotated[str, msgspec.Meta(max_length=64)]
+    password: Password
+    full_name: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+
+
+class RegisterIn(msgspec.Struct):
+    email: Email
+    otp_code: Code
+    user_data: UserDataIn
+
+
+class LoginIn(msgspec.Struct):
+    email: Email
+    password: Password
+
+
+class RefreshIn(msgspec.Struct):
+    refresh_token: Annotated[str, msgspec.Meta(max_length=4096)]
+
+
+class TokenPairOut(msgspec.Struct):
+    access_token: str
+    refresh_token: str
+    token_type: str
+    expires_in: int
+    user: UserOut
+
+    @classmethod
+    def of(cls, pair: TokenPair) -> TokenPairOut:
+        return cls(
+            access_token=pair.access_token,
+            refresh_token=pair.refresh_token,
+            token_type="bearer",  # noqa: S106  (the OAuth 2 token type)
+            expires_in=pair.expires_in,
+            user=UserOut.of(pair.user),
+        )
+
+
+class ProfileIn(msgspec.Struct):
+    full_name: Annotated[str, msgspec.Meta(max_length=200)] | msgspec.UnsetType | None = (
+        msgspec.UNSET
+    )
+    username: Annotated[str, msgspec.Meta(max_length=64)] | msgspec.UnsetType = msgspec.UNSET
+
+
+class ChangePasswordIn(msgspec.Struct):
+    current_password: Password
+    new_password: Password
+
+
+class ResetPasswordIn(msgspec.Struct):
+    email: Email
+    otp_code: Code
+    new_password: Password
+
+
+class SessionOut(msgspec.Struct):
+    id: int
+    created_at: datetime
+    last_used_at: datetime
+    user_agent: str | None
+    ip: str | None
+    current: bool
+
+
+class SessionsOut(msgspec.Struct):
+    items: list[SessionOut]
+
+
+SENT = "If the address can receive mail, a code is on its way."
+
+
+class AuthController(Controller):
+    path = "/auth"
+    tags = ["auth"]  # noqa: RUF012  (Litestar reads class attributes)
+    signed_in = {"principal": Provide(provide_principal)}  # noqa: RUF012
+
+    @post("/send-otp", status_code=HTTP_202_ACCEPTED, operation_id="sendOtp")
+    async def send_otp(
+        self, data: JSONBody[SendOtpIn], container: NamedDependency[Container]
+    ) -> SendOtpOut:
+        """Mail a 6-digit code; the answer is the same whether or not an account exists."""
+        expires_in = await container.accounts.send_code(data.email, OtpPurpose(data.purpose))
+        return SendOtpOut(message=SENT, expires_in=expires_in)
+
+    @post("/register", operation_id="register")
+    async def register(
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[RegisterIn],
+        container: NamedDependency[Container],
+    ) -> TokenPairOut:
+        """Create a verified account with a code sent for `email_verification`."""
+        user = data.user_data
+        registration = Registration(
+            email=user.email,
+            username=user.username,
+            password=user.password,
+            full_name=user.full_name,
+        )
+        pair = await container.accounts.register(
+            data.email, data.otp_code, registration, client_of(request)
+        )
+        return TokenPairOut.of(pair)
+
+    @post("/login", status_code=HTTP_200_OK, operation_id="login")
+    async def login(
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[LoginIn],
+        container: NamedDependency[Container],
+    ) -> TokenPairOut:
+        pair = await container.accounts.login(data.email, data.password, client_of(request))
+        return TokenPairOut.of(pair)
+
+    @post("/refresh", status_code=HTTP_200_OK, operation_id="refresh")
+    async def refresh(
+        self, data: JSONBody[RefreshIn], container: NamedDependency[Container]
+    ) -> TokenPairOut:
+        """Swap a refresh token for a new pair; the one presented is spent."""
+        return TokenPairOut.of(await container.accounts.refresh(data.refresh_token))
+
+    @post("/logout", status_code=HTTP_204_NO_CONTENT, operation_id="logout", dependencies=signed_in)
+    async def logout(
+        self, principal: NamedDependency[Principal], container: NamedDependency[Container]
+    ) -> None:
+        await container.accounts.logout(principal)
+
+    @get("/me", operation_id="getMe", dependencies=signed_in)
+    async def me(self, principal: NamedDependency[Principal]) -> UserOut:
+        return UserOut.of(principal.user)
+
+    @patch("/me", operation_id="updateMe", dependencies=signed_in)
+    async def update_me(
+        self,
+        data: JSONBody[ProfileIn],
+        principal: NamedDependency[Principal],
+        container: NamedDependency[Container],
+    ) -> UserOut:
+        full_name = None if data.full_name is msgspec.UNSET else (data.full_name or "")
+        username = None if data.username is msgspec.UNSET else data.username
+        user = await container.accounts.update_profile(
+            principal, full_name=full_name, username=username
+        )
+        return UserOut.of(user)
+
+    @post(
+        "/change-password",
+        status_code=HTTP_204_NO_CONTENT,
+        operation_id="changePassword",
+        dependencies=signed_in,
+    )
+    async def change_password(
+        self,
+        data: JSONBody[ChangePasswordIn],
+        principal: NamedDependency[Principal],
+        container: NamedDependency[Container],
+    ) -> None:
+        """Every other session of the user is signed out."""
+        await container.accounts.change_password(
+            principal, data.current_password, data.new_password
+        )
+
+    @post("/reset-password", status_code=HTTP_204_NO_CONTENT, operation_id="resetPassword")
+    async def reset_password(
+        self, data: JSONBody[ResetPasswordIn], container: NamedDependency[Container]
+    ) -> None:
+        """Set a new password with a code sent for `password_reset`; every session ends."""
+        await container.accounts.reset_password(data.email, data.otp_code, data.new_password)
+
+    @get("/sessions", operation_id="listSessions", dependencies=signed_in)
+    async def sessions(
+        self, principal: NamedDependency[Principal], container: NamedDependency[Container]
+    ) -> SessionsOut:
+        sessions = await container.accounts.list_sessions(principal)
+        return SessionsOut(
+            items=[
+                SessionOut(
+                    id=s.id,
+                    created_at=s.created_at,
+                    last_used_at=s.last_used_at,
+                    user_agent=s.user_agent,
+                    ip=s.ip,
+                    current=s.id == principal.session.id,
+                )
+                for s in sessions
+            ]
+        )
+
+    @delete(
+        "/sessions/{session_id:int}",
+        status_code=HTTP_204_NO_CONTENT,
+        operation_id="revokeSession",
+        dependencies=signed_in,
+    )
+    async def revoke_session(
+        self,
+        session_id: FromPath[int],
+        principal: NamedDependency[Principal],
+        container: NamedDependency[Container],
+    ) -> None:
+        await container.accounts.revoke_session(principal, session_id)

@@ -1,0 +1,70 @@
+"""The admin guard over HTTP on in-memory adapters: 401 without a token, 403
+for a non-admin, and a demotion that applies on the very next request."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from litestar import Litestar, get
+from litestar.di import NamedDependency, Provide
+from litestar.testing import AsyncTestClient
+
+from adapters.mail import RecordingMailer
+from adapters.passwords import FastPasswordHasher
+from gemini_core.accounts import Client, Principal, Registration
+from gemini_core.entities import OtpPurpose, UserChanges
+from web.composition import memory_container
+from web.container import Container
+from web.problems import EXCEPTION_HANDLERS
+from web.security import provide_admin, provide_principal
+from web.settings import load_settings
+
+
+@get(
+    "/admin-only",
+    sync_to_thread=False,
+    dependencies={"principal": Provide(provide_principal), "admin": Provide(provide_admin)},
+)
+def admin_only(admin: NamedDependency[Principal]) -> dict[str, int]:
+    return {"admin_id": admin.user.id}
+
+
+@pytest.fixture
+async def setup(tmp_path: Path) -> AsyncIterator[tuple[AsyncTestClient[Litestar], Container, str]]:
+    settings = load_settings(
+        environ={"ENVIRONMENT": "test", "DATA_DIR": str(tmp_path)}, env_file=None
+    )
+    mailer = RecordingMailer()
+    container = memory_container(settings, mailer=mailer, hasher=FastPasswordHasher())
+    await container.accounts.send_code("ann@example.com", OtpPurpose.EMAIL_VERIFICATION)
+    pair = await container.accounts.register(
+        "ann@example.com",
+        mailer.last_code("ann@example.com"),
+        Registration(email="ann@example.com", username="ann", password="a fine passphrase"),
+        Client(),
+    )
+    app = Litestar(
+        [admin_only],
+        exception_handlers=EXCEPTION_HANDLERS,
+        dependencies={"container": Provide(lambda: container, sync_to_thread=False)},
+    )
+    async with AsyncTestClient(app) as client:
+        yield client, container, pair.access_token
+
+
+async def test_the_guard_answers_401_then_403_then_follows_the_row(
+    setup: tuple[AsyncTestClient[Litestar], Container, str],
+) -> None:
+    client, container, token = setup
+    headers = {"Authorization": f"Bearer {token}"}
+    assert (await client.get("/admin-only")).status_code == 401
+    assert (await client.get("/admin-only", headers=headers)).status_code == 403
+    principal = await container.accounts.authenticate(token)
+    await container.users.update(principal.user.id, UserChanges(is_admin=True))
+    promoted = await client.get("/admin-only", headers=headers)
+    assert promoted.status_code == 200
+    assert promoted.json() == {"admin_id": principal.user.id}
+    await container.users.update(principal.user.id, UserChanges(is_admin=False))
+    assert (await client.get("/admin-only", headers=headers)).status_code == 403

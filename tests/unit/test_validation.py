@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import re
+import string
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gemini_core.errors import InvalidInputError
+from gemini_core.validation import check_username, clean_full_name, normalize_email
+
+USERNAME_CHARS = string.ascii_letters + string.digits + "_.-"
+
+
+@given(st.text(alphabet=USERNAME_CHARS, min_size=3, max_size=32))
+def test_any_username_of_the_allowed_characters_and_length_passes(username: str) -> None:
+    assert check_username(username) == username
+
+
+@given(st.text(max_size=40))
+def test_any_other_username_is_refused_naming_the_field(username: str) -> None:
+    allowed = re.fullmatch(r"[A-Za-z0-9_.\-]{3,32}", username) is not None
+    try:
+        check_username(username, field="user_data.username")
+    except InvalidInputError as exc:
+        refused_field = exc.field
+    else:
+        refused_field = None
+    assert (refused_field is None) == allowed
+    if not allowed:
+        assert refused_field == "user_data.username"
+
+
+@pytest.mark.parametrize("name", ["ab", "a" * 33, "ann smith", "ann@x", "änn", "ann\n"])
+def test_examples_of_refused_usernames(name: str) -> None:
+    with pytest.raises(InvalidInputError):
+        check_username(name)
+
+
+local_parts = st.text(
+    alphabet=string.ascii_letters + string.digits + "._+-", min_size=1, max_size=64
+)
+domains = st.from_regex(r"[a-z0-9-]{1,20}(\.[a-z0-9-]{1,20}){0,2}\.[a-z]{2,10}", fullmatch=True)
+
+
+@given(local_parts, domains)
+def test_ordinary_addresses_pass_lower_cased(local: str, domain: str) -> None:
+    email = f"  {local}@{domain.upper()} "
+    assert normalize_email(email) == f"{local}@{domain}".lower()
+
+
+@given(st.text(max_size=300))
+def test_any_text_is_an_address_or_a_refusal_naming_the_field(text: str) -> None:
+    try:
+        cleaned = normalize_email(text)
+    except InvalidInputError as exc:
+        cleaned, field = "", exc.field
+    else:
+        field = "email"
+    assert field == "email"
+    if not cleaned:
+        return
+    assert cleaned == cleaned.strip().lower()
+    assert cleaned.count("@") == 1
+    assert len(cleaned) <= 254
+    assert not any(ch.isspace() for ch in cleaned)
+
+
+@pytest.mark.parametrize(
+    "email",
+    ["plain", "a@b", "a@@b.io", "a b@c.io", "@b.io", "a@b.", f"{'a' * 65}@b.io", "a@b.c\x00"],
+)
+def test_examples_of_refused_addresses(email: str) -> None:
+    with pytest.raises(InvalidInputError):
+        normalize_email(email)
+
+
+@given(st.text(max_size=150))
+def test_full_names_are_trimmed_bounded_and_printable(name: str) -> None:
+    try:
+        cleaned = clean_full_name(name)
+    except InvalidInputError as exc:
+        cleaned, field = None, exc.field
+    else:
+        field = "full_name"
+    assert field == "full_name"
+    if cleaned is not None:
+        assert cleaned == cleaned.strip()
+        assert len(cleaned) <= 100
+        assert "  " not in cleaned
+        assert all(ord(ch) >= 32 and ord(ch) != 127 for ch in cleaned)
+
+
+def test_a_blank_full_name_is_none() -> None:
+    assert clean_full_name("   ") is None
+    assert clean_full_name(None) is None
