@@ -55,5 +55,7 @@ def create_app(container: Container | None = None, *, settings: Settings | None 
         dependencies={"container": Provide(_provide_container, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi_config(composition.app_version()) if docs else None,
+        # Logging is configured above; Litestar's default would replace it.
+        logging_config=None,
         debug=False,
     )

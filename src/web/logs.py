@@ -27,6 +27,7 @@ def configure_logging(settings: Settings) -> None:
                 # Their INFO lines are noise at our INFO.
                 "psycopg.pool": {"level": "WARNING"},
                 "pgserver": {"level": "WARNING"},
+                "yoyo": {"level": "WARNING"},
             },
         }
     )

@@ -9,6 +9,7 @@ it. Only ever used when no database URL is configured.
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +24,17 @@ class EmbeddedPostgres:
         self._server: Any = None
 
     def start(self) -> str:
-        # Imported lazily: a configured database never loads it.
-        from pgserver.postgres_server import get_server
-
         self.directory.mkdir(parents=True, exist_ok=True)
-        # "stop" shuts the server down when the last process using it lets go,
-        # and keeps the data directory.
-        self._server = get_server(self.directory, cleanup_mode="stop")
+        with warnings.catch_warnings():
+            # pgserver asks platformdirs for a runtime directory it never
+            # uses for our data; most containers do not set XDG_RUNTIME_DIR.
+            warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+            # Imported lazily: a configured database never loads it.
+            from pgserver.postgres_server import get_server
+
+            # "stop" shuts the server down when the last process using it lets
+            # go, and keeps the data directory.
+            self._server = get_server(self.directory, cleanup_mode="stop")
         url: str = self._server.get_uri()
         log.info("embedded PostgreSQL: data in %s", self.directory)
         return url
