@@ -15,6 +15,7 @@ import hmac
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
 
@@ -40,8 +41,12 @@ from gemini_core.accounts import AccountService, SessionRules
 from gemini_core.codes import CodeRules, OneTimeCodes
 from gemini_core.health import HealthService
 from gemini_core.ports import (
+    ChatRepository,
     Clock,
+    DatabaseProbe,
+    FileUploadRepository,
     Mailer,
+    MessageRepository,
     OtpRepository,
     PasswordHasher,
     SessionRepository,
@@ -148,40 +153,25 @@ async def open_container(settings: Settings) -> AsyncIterator[Container]:
         )
         await database.open()
         stack.push_async_callback(database.close)
-        clock = SystemClock()
-        rate_limiter = InMemoryRateLimiter(clock=clock)
-        cache = InMemoryCache(clock=clock)
-        users = PostgresUserRepository(database)
-        sessions = PostgresSessionRepository(database)
-        otps = PostgresOtpRepository(database)
         hasher = Argon2PasswordHasher()
         stack.callback(hasher.close)
-        accounts = accounts_for(
+        container = assemble(
             settings,
-            users=users,
-            sessions=sessions,
-            otps=otps,
+            clock=SystemClock(),
+            database=database,
+            repositories=Repositories(
+                users=PostgresUserRepository(database),
+                chats=PostgresChatRepository(database),
+                messages=PostgresMessageRepository(database),
+                files=PostgresFileUploadRepository(database),
+                otps=PostgresOtpRepository(database),
+                sessions=PostgresSessionRepository(database),
+            ),
             mailer=mailer_for(settings),
             hasher=hasher,
-            clock=clock,
         )
-        await bootstrap_admin(settings, accounts)
-        yield Container(
-            settings=settings,
-            clock=clock,
-            database=database,
-            users=users,
-            chats=PostgresChatRepository(database),
-            messages=PostgresMessageRepository(database),
-            files=PostgresFileUploadRepository(database),
-            otps=otps,
-            sessions=sessions,
-            rate_limiter=rate_limiter,
-            cache=cache,
-            health=HealthService(database=database, rate_limiter=rate_limiter, cache=cache),
-            accounts=accounts,
-            version=app_version(),
-        )
+        await bootstrap_admin(settings, container.accounts)
+        yield container
 
 
 def memory_container(
@@ -195,7 +185,44 @@ def memory_container(
     recorded (``RecordingMailer``) unless another mailer is given."""
     clock = clock or SystemClock()
     repos = InMemoryRepositories(clock=clock)
-    database = InMemoryDatabaseProbe()
+    return assemble(
+        settings,
+        clock=clock,
+        database=InMemoryDatabaseProbe(),
+        repositories=Repositories(
+            users=repos.users,
+            chats=repos.chats,
+            messages=repos.messages,
+            files=repos.files,
+            otps=repos.otps,
+            sessions=repos.sessions,
+        ),
+        mailer=mailer or RecordingMailer(),
+        hasher=hasher or Argon2PasswordHasher(),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Repositories:
+    users: UserRepository
+    chats: ChatRepository
+    messages: MessageRepository
+    files: FileUploadRepository
+    otps: OtpRepository
+    sessions: SessionRepository
+
+
+def assemble(
+    settings: Settings,
+    *,
+    clock: Clock,
+    database: DatabaseProbe,
+    repositories: Repositories,
+    mailer: Mailer,
+    hasher: PasswordHasher,
+) -> Container:
+    """The services over the given repositories; the rest follows the settings."""
+    repos = repositories
     rate_limiter = InMemoryRateLimiter(clock=clock)
     cache = InMemoryCache(clock=clock)
     accounts = accounts_for(
@@ -203,8 +230,8 @@ def memory_container(
         users=repos.users,
         sessions=repos.sessions,
         otps=repos.otps,
-        mailer=mailer or RecordingMailer(),
-        hasher=hasher or Argon2PasswordHasher(),
+        mailer=mailer,
+        hasher=hasher,
         clock=clock,
     )
     return Container(
