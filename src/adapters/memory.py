@@ -41,7 +41,7 @@ from gemini_core.entities import (
     UserSession,
 )
 from gemini_core.errors import ConflictError, InvalidInputError, NotFoundError
-from gemini_core.ports import Clock, DatabaseStatus
+from gemini_core.ports import Clock, Counts, DatabaseStatus
 
 __all__ = [
     "InMemoryChatRepository",
@@ -51,6 +51,7 @@ __all__ = [
     "InMemoryOtpRepository",
     "InMemoryRepositories",
     "InMemorySessionRepository",
+    "InMemoryStatsRepository",
     "InMemoryStore",
     "InMemoryUserRepository",
 ]
@@ -520,6 +521,7 @@ class InMemoryRepositories:
         self.files = InMemoryFileUploadRepository(self.store, clock=clock)
         self.otps = InMemoryOtpRepository(self.store, clock=clock)
         self.sessions = InMemorySessionRepository(self.store, clock=clock)
+        self.stats = InMemoryStatsRepository(self.store, clock=clock)
 
 
 class InMemoryDatabaseProbe:
@@ -530,3 +532,23 @@ class InMemoryDatabaseProbe:
 
     async def check(self) -> DatabaseStatus:
         return DatabaseStatus(healthy=self.healthy, response_time_ms=0.0, pool={})
+
+
+class InMemoryStatsRepository(_Repository):
+    """The ``StatsRepository`` port over the shared store."""
+
+    async def counts(self, *, active_since: datetime, created_since: datetime) -> Counts:
+        live = {u.id: u for u in self._store.users.values() if u.deleted_at is None}
+        chats = [c for c in self._store.chats.values() if c.user_id in live]
+
+        def active(user: User) -> bool:
+            moments = [m for m in (user.last_login_at, user.last_seen_at) if m is not None]
+            return bool(moments) and max(moments) >= active_since
+
+        return Counts(
+            total_users=len(live),
+            total_chats=len(chats),
+            total_messages=sum(c.message_count for c in chats),
+            active_users=sum(1 for u in live.values() if active(u)),
+            new_users=sum(1 for u in live.values() if u.created_at >= created_since),
+        )

@@ -232,6 +232,24 @@ class SessionRepository(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class Counts:
+    """Totals over accounts that are not deleted, and their chats and messages."""
+
+    total_users: int
+    total_chats: int
+    total_messages: int
+    active_users: int
+    new_users: int
+
+
+class StatsRepository(Protocol):
+    async def counts(self, *, active_since: datetime, created_since: datetime) -> Counts:
+        """``active_users`` signed in or used the API at or after ``active_since``;
+        ``new_users`` were created at or after ``created_since``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
 class DatabaseStatus:
     """What a database health check saw."""
 

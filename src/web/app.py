@@ -16,6 +16,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 
 from web import composition
+from web.admin import AdminController
 from web.auth import AuthController
 from web.container import Container
 from web.docs import docs_router, openapi_config
@@ -50,7 +51,7 @@ def create_app(container: Container | None = None, *, settings: Settings | None 
 
     docs = settings.docs_enabled
     return Litestar(
-        route_handlers=[HealthController, AuthController, *([docs_router] if docs else [])],
+        route_handlers=[HealthController, AuthController, AdminController, *([docs_router] if docs else [])],
         lifespan=[lifespan],
         dependencies={"container": Provide(_provide_container, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,

@@ -33,11 +33,13 @@ from adapters.postgres.repositories import (
     PostgresMessageRepository,
     PostgresOtpRepository,
     PostgresSessionRepository,
+    PostgresStatsRepository,
     PostgresUserRepository,
 )
 from adapters.ratelimit import InMemoryRateLimiter
 from adapters.tokens import JwtTokenCodec
 from gemini_core.accounts import AccountService, SessionRules
+from gemini_core.admin import AdminService
 from gemini_core.codes import CodeRules, OneTimeCodes
 from gemini_core.health import HealthService
 from gemini_core.ports import (
@@ -50,6 +52,7 @@ from gemini_core.ports import (
     OtpRepository,
     PasswordHasher,
     SessionRepository,
+    StatsRepository,
     UserRepository,
 )
 from web.container import Container
@@ -166,6 +169,7 @@ async def open_container(settings: Settings) -> AsyncIterator[Container]:
                 files=PostgresFileUploadRepository(database),
                 otps=PostgresOtpRepository(database),
                 sessions=PostgresSessionRepository(database),
+                stats=PostgresStatsRepository(database),
             ),
             mailer=mailer_for(settings),
             hasher=hasher,
@@ -196,6 +200,7 @@ def memory_container(
             files=repos.files,
             otps=repos.otps,
             sessions=repos.sessions,
+            stats=repos.stats,
         ),
         mailer=mailer or RecordingMailer(),
         hasher=hasher or Argon2PasswordHasher(),
@@ -210,6 +215,7 @@ class Repositories:
     files: FileUploadRepository
     otps: OtpRepository
     sessions: SessionRepository
+    stats: StatsRepository
 
 
 def assemble(
@@ -248,6 +254,9 @@ def assemble(
         cache=cache,
         health=HealthService(database=database, rate_limiter=rate_limiter, cache=cache),
         accounts=accounts,
+        admin=AdminService(
+            users=repos.users, sessions=repos.sessions, stats=repos.stats, clock=clock
+        ),
         version=app_version(),
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gemini_core.accounts import AccountService
+from gemini_core.admin import AdminService
 from gemini_core.health import HealthService
 from gemini_core.ports import (
     Cache,
@@ -36,4 +37,5 @@ class Container:
     cache: Cache
     health: HealthService
     accounts: AccountService
+    admin: AdminService
     version: str

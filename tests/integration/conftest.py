@@ -91,3 +91,8 @@ async def database(database_url: str) -> AsyncIterator[Database]:
         yield db
     finally:
         await db.close()
+
+
+# Fixtures defined beside their helpers, offered to every integration test.
+from .api import api  # noqa: E402, F401
+from .smtp import smtp_server  # noqa: E402, F401

@@ -32,6 +32,7 @@ from adapters.postgres.repositories import (
     PostgresMessageRepository,
     PostgresOtpRepository,
     PostgresSessionRepository,
+    PostgresStatsRepository,
     PostgresUserRepository,
 )
 from gemini_core.entities import (
@@ -59,6 +60,7 @@ from gemini_core.ports import (
     MessageRepository,
     OtpRepository,
     SessionRepository,
+    StatsRepository,
     UserRepository,
 )
 
@@ -81,6 +83,7 @@ class Repos:
     files: FileUploadRepository
     otps: OtpRepository
     sessions: SessionRepository
+    stats: StatsRepository
 
 
 @pytest.fixture(params=["memory", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -99,6 +102,7 @@ def repos(request: pytest.FixtureRequest) -> Repos:
             memory.files,
             memory.otps,
             memory.sessions,
+            memory.stats,
         )
     url: str = request.getfixturevalue("database_url")
     admin: psycopg.Connection[Any] = request.getfixturevalue("pg_admin")
@@ -117,6 +121,7 @@ def repos(request: pytest.FixtureRequest) -> Repos:
         PostgresFileUploadRepository(db),
         PostgresOtpRepository(db),
         PostgresSessionRepository(db),
+        PostgresStatsRepository(db),
     )
 
 
@@ -983,3 +988,35 @@ def test_url_with_dbname_handles_tcp_and_socket_urls() -> None:
         "postgresql://h/t3?host=/s"
     )
     assert dbname_of(url_with_dbname("postgresql://h", "t4")) == "t4"
+
+
+# --- statistics ----------------------------------------------------------------
+
+
+async def test_counts_leave_out_deleted_accounts_and_what_they_own(repos: Repos) -> None:
+    now = repos.clock.now()
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    empty = await repos.stats.counts(active_since=midnight, created_since=now - timedelta(days=7))
+    assert (empty.total_users, empty.total_chats, empty.total_messages) == (0, 0, 0)
+
+    ann, bob, cid = [await add_user(repos, name) for name in ("ann", "bob", "cid")]
+    for owner, messages in ((ann, 3), (bob, 2)):
+        chat = await add_chat(repos, owner)
+        for _ in range(messages):
+            await say(repos, chat)
+    await repos.users.update(ann.id, UserChanges(last_login_at=now))
+    await repos.users.touch(bob.id, now)
+    await repos.users.update(cid.id, UserChanges(last_login_at=midnight - timedelta(seconds=1)))
+
+    counts = await repos.stats.counts(active_since=midnight, created_since=now - timedelta(days=7))
+    assert (counts.total_users, counts.total_chats, counts.total_messages) == (3, 2, 5)
+    assert (counts.active_users, counts.new_users) == (2, 3)
+    later = await repos.stats.counts(
+        active_since=midnight, created_since=now + timedelta(minutes=1)
+    )
+    assert later.new_users == 0
+
+    await repos.users.update(bob.id, UserChanges(deleted_at=now))
+    counts = await repos.stats.counts(active_since=midnight, created_since=now - timedelta(days=7))
+    assert (counts.total_users, counts.total_chats, counts.total_messages) == (2, 1, 3)
+    assert counts.active_users == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 from adapters.postgres.auth import PostgresOtpRepository, PostgresSessionRepository
 from adapters.postgres.chats import PostgresChatRepository, PostgresMessageRepository
 from adapters.postgres.files import PostgresFileUploadRepository
+from adapters.postgres.stats import PostgresStatsRepository
 from adapters.postgres.users import PostgresUserRepository
 
 __all__ = [
@@ -13,5 +14,6 @@ __all__ = [
     "PostgresMessageRepository",
     "PostgresOtpRepository",
     "PostgresSessionRepository",
+    "PostgresStatsRepository",
     "PostgresUserRepository",
 ]

@@ -1,0 +1,150 @@
+"""Administration: statistics, and managing other users' accounts.
+
+Every action is written to the ``gemini.audit`` log as who did what to whom.
+An admin cannot delete, deactivate or demote their own account, so the last
+admin cannot lock everyone out by accident.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from datetime import UTC, timedelta
+
+from gemini_core.accounts import Principal
+from gemini_core.entities import User, UserChanges
+from gemini_core.errors import ConflictError, InvalidInputError, NotFoundError
+from gemini_core.ports import Clock, SessionRepository, StatsRepository, UserRepository
+from gemini_core.validation import check_username, clean_full_name
+
+audit_log = logging.getLogger("gemini.audit")
+
+MAX_PAGE_SIZE = 100
+NEW_USER_WINDOW = timedelta(days=7)
+
+
+@dataclass(frozen=True, slots=True)
+class UsersPage:
+    items: list[User]
+    total: int
+    page: int
+    size: int
+    pages: int
+
+
+@dataclass(frozen=True, slots=True)
+class AccountEdit:
+    """What an admin may change on an account; ``None`` leaves a field as it is
+    and a blank ``full_name`` clears it."""
+
+    full_name: str | None = None
+    username: str | None = None
+    is_active: bool | None = None
+    is_verified: bool | None = None
+    is_admin: bool | None = None
+
+
+class AdminService:
+    def __init__(
+        self,
+        *,
+        users: UserRepository,
+        sessions: SessionRepository,
+        stats: StatsRepository,
+        clock: Clock,
+    ) -> None:
+        self._users = users
+        self._sessions = sessions
+        self._stats = stats
+        self._clock = clock
+
+    async def statistics(self) -> dict[str, int]:
+        """The dashboard's five numbers. "Today" starts at midnight UTC; "this
+        week" is the last seven days. Deleted accounts, and their chats and
+        messages, are not counted."""
+        now = self._clock.now().astimezone(UTC)
+        counts = await self._stats.counts(
+            active_since=now.replace(hour=0, minute=0, second=0, microsecond=0),
+            created_since=now - NEW_USER_WINDOW,
+        )
+        return {
+            "total_users": counts.total_users,
+            "total_chats": counts.total_chats,
+            "total_messages": counts.total_messages,
+            "active_users_today": counts.active_users,
+            "new_users_this_week": counts.new_users,
+        }
+
+    async def list_users(self, *, page: int, size: int, query: str | None) -> UsersPage:
+        if page < 1:
+            raise InvalidInputError("Pages start at 1.", field="page")
+        if not 1 <= size <= MAX_PAGE_SIZE:
+            raise InvalidInputError(f"Size is 1 to {MAX_PAGE_SIZE}.", field="size")
+        query = (query or "").strip() or None
+        found = await self._users.search(query, offset=(page - 1) * size, limit=size)
+        return UsersPage(
+            items=found.items,
+            total=found.total,
+            page=page,
+            size=size,
+            pages=math.ceil(found.total / size),
+        )
+
+    async def _live_user(self, user_id: int) -> User:
+        user = await self._users.get(user_id)
+        if user is None or user.is_deleted:
+            raise NotFoundError("No such user.")
+        return user
+
+    async def edit_user(self, admin: Principal, user_id: int, edit: AccountEdit) -> User:
+        target = await self._live_user(user_id)
+        if target.id == admin.user.id and (edit.is_admin is False or edit.is_active is False):
+            raise ConflictError("You cannot demote or deactivate your own account.")
+        cleaned_name = None if edit.full_name is None else clean_full_name(edit.full_name)
+        changes = UserChanges(
+            username=None if edit.username is None else check_username(edit.username),
+            full_name=cleaned_name,
+            clear_full_name=edit.full_name is not None and cleaned_name is None,
+            is_active=edit.is_active,
+            is_verified=edit.is_verified,
+            is_admin=edit.is_admin,
+        )
+        updated = await self._users.update(target.id, changes)
+        revoked = 0
+        if target.is_active and not updated.is_active:
+            revoked = await self._sessions.revoke_all(target.id, self._clock.now())
+        audit_log.info(
+            "user updated",
+            extra={
+                "event": "admin_user_updated",
+                "actor_id": admin.user.id,
+                "target_id": target.id,
+                "changes": _changed_fields(target, updated),
+                "sessions_revoked": revoked,
+            },
+        )
+        return updated
+
+    async def delete_user(self, admin: Principal, user_id: int) -> None:
+        """Soft delete: the row stays, sign-in is refused, every session ends."""
+        target = await self._live_user(user_id)
+        if target.id == admin.user.id:
+            raise ConflictError("You cannot delete your own account.")
+        now = self._clock.now()
+        await self._users.update(target.id, UserChanges(deleted_at=now))
+        revoked = await self._sessions.revoke_all(target.id, now)
+        audit_log.info(
+            "user deleted",
+            extra={
+                "event": "admin_user_deleted",
+                "actor_id": admin.user.id,
+                "target_id": target.id,
+                "sessions_revoked": revoked,
+            },
+        )
+
+
+def _changed_fields(before: User, after: User) -> list[str]:
+    names = ("username", "full_name", "is_active", "is_verified", "is_admin")
+    return [name for name in names if getattr(before, name) != getattr(after, name)]

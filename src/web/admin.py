@@ -1,0 +1,113 @@
+"""``/admin``: statistics and user management, for admins only."""
+
+from __future__ import annotations
+
+from typing import Annotated, TypeVar
+
+import msgspec
+from litestar import Controller, delete, get, put
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, JSONBody, Parameter
+from litestar.status_codes import HTTP_204_NO_CONTENT
+
+from gemini_core.accounts import Principal
+from gemini_core.admin import AccountEdit
+from web.container import Container
+from web.schemas import UserOut
+from web.security import provide_admin, provide_principal
+
+
+class StatsOut(msgspec.Struct):
+    total_users: int
+    total_chats: int
+    total_messages: int
+    active_users_today: int
+    new_users_this_week: int
+
+
+class UsersPageOut(msgspec.Struct):
+    items: list[UserOut]
+    total: int
+    page: int
+    size: int
+    pages: int
+
+
+class UserEditIn(msgspec.Struct):
+    full_name: Annotated[str, msgspec.Meta(max_length=200)] | msgspec.UnsetType | None = (
+        msgspec.UNSET
+    )
+    username: Annotated[str, msgspec.Meta(max_length=64)] | msgspec.UnsetType = msgspec.UNSET
+    is_active: bool | msgspec.UnsetType = msgspec.UNSET
+    is_verified: bool | msgspec.UnsetType = msgspec.UNSET
+    is_admin: bool | msgspec.UnsetType = msgspec.UNSET
+
+
+T = TypeVar("T")
+
+
+def _given(value: T | msgspec.UnsetType) -> T | None:
+    return None if isinstance(value, msgspec.UnsetType) else value
+
+
+class AdminController(Controller):
+    path = "/admin"
+    tags = ["admin"]  # noqa: RUF012  (Litestar reads class attributes)
+    dependencies = {  # noqa: RUF012
+        "principal": Provide(provide_principal),
+        "admin": Provide(provide_admin),
+    }
+
+    @get("/stats", operation_id="adminStats")
+    async def stats(
+        self, admin: NamedDependency[Principal], container: NamedDependency[Container]
+    ) -> StatsOut:
+        return StatsOut(**await container.admin.statistics())
+
+    @get("/users", operation_id="adminListUsers")
+    async def users(
+        self,
+        admin: NamedDependency[Principal],
+        container: NamedDependency[Container],
+        page: Annotated[int, Parameter(ge=1)] = 1,
+        size: Annotated[int, Parameter(ge=1, le=100)] = 20,
+        q: Annotated[str | None, Parameter(max_length=320)] = None,
+    ) -> UsersPageOut:
+        """Accounts not deleted, by id; ``q`` matches part of an email or username."""
+        found = await container.admin.list_users(page=page, size=size, query=q)
+        return UsersPageOut(
+            items=[UserOut.of(user) for user in found.items],
+            total=found.total,
+            page=found.page,
+            size=found.size,
+            pages=found.pages,
+        )
+
+    @put("/users/{user_id:int}", operation_id="adminUpdateUser")
+    async def update_user(
+        self,
+        user_id: FromPath[int],
+        data: JSONBody[UserEditIn],
+        admin: NamedDependency[Principal],
+        container: NamedDependency[Container],
+    ) -> UserOut:
+        """Deactivating ends the user's sessions; you cannot demote or deactivate yourself."""
+        full_name = _given(data.full_name)
+        edit = AccountEdit(
+            full_name="" if data.full_name is None else full_name,
+            username=_given(data.username),
+            is_active=_given(data.is_active),
+            is_verified=_given(data.is_verified),
+            is_admin=_given(data.is_admin),
+        )
+        return UserOut.of(await container.admin.edit_user(admin, user_id, edit))
+
+    @delete("/users/{user_id:int}", status_code=HTTP_204_NO_CONTENT, operation_id="adminDeleteUser")
+    async def delete_user(
+        self,
+        user_id: FromPath[int],
+        admin: NamedDependency[Principal],
+        container: NamedDependency[Container],
+    ) -> None:
+        """Soft delete: the row stays, sign-in is refused, its tokens stop working."""
+        await container.admin.delete_user(admin, user_id)
