@@ -47,6 +47,9 @@ format: $(VENV)/.installed-dev ## apply ruff's fixes and formatting
 migrate: $(VENV)/.installed ## apply pending migrations
 	$(BIN)/gemini-backend migrate apply
 
+bench: $(VENV)/.installed-dev ## requests per second and memory of one worker (bench/run.py)
+	$(BIN)/python bench/run.py
+
 check: $(VENV)/.installed ## validate the settings and reach the database
 	$(BIN)/gemini-backend check
 

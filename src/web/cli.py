@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    from granian.constants import Interfaces
+    from granian.constants import Interfaces, Loops
     from granian.server import Server
 
     workers = args.workers or settings.workers
@@ -52,6 +52,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             "web.app:create_app",
             factory=True,
             interface=Interfaces.ASGI,
+            loop=Loops.auto,  # uvloop where it is installed (Linux, macOS)
             address=args.host or settings.host,
             port=args.port or settings.port,
             workers=workers,
