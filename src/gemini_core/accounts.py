@@ -17,7 +17,7 @@ import hmac
 import logging
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from gemini_core.codes import OneTimeCodes
 from gemini_core.entities import (
@@ -242,15 +242,23 @@ class AccountService:
         )
         return self._pair(user, session, jti)
 
-    async def refresh(self, refresh_token: str) -> TokenPair:
-        now = self._clock.now()
-        claims = self._tokens.decode(refresh_token, expected_type=TokenType.REFRESH, now=now)
+    async def _live_session(
+        self, token: str, token_type: TokenType, now: datetime
+    ) -> tuple[TokenClaims, UserSession, User]:
+        """The token's claims, with its session and user as they are now;
+        ``AuthenticationError`` unless both may still act."""
+        claims = self._tokens.decode(token, expected_type=token_type, now=now)
         found = await self._sessions.get_with_user(claims.session_id)
         if found is None or found[0].user_id != claims.user_id:
             raise AuthenticationError(BAD_TOKEN)
         session, user = found
         if not session.is_live(now) or not user.can_sign_in:
             raise AuthenticationError(DEAD_SESSION)
+        return claims, session, user
+
+    async def refresh(self, refresh_token: str) -> TokenPair:
+        now = self._clock.now()
+        claims, session, user = await self._live_session(refresh_token, TokenType.REFRESH, now)
         presented = _digest(claims.jti)
         new_jti = secrets.token_urlsafe(32)
         rotated = hmac.compare_digest(presented, session.refresh_token_hash) and (
@@ -270,13 +278,7 @@ class AccountService:
 
     async def authenticate(self, access_token: str) -> Principal:
         now = self._clock.now()
-        claims = self._tokens.decode(access_token, expected_type=TokenType.ACCESS, now=now)
-        found = await self._sessions.get_with_user(claims.session_id)
-        if found is None or found[0].user_id != claims.user_id:
-            raise AuthenticationError(BAD_TOKEN)
-        session, user = found
-        if not session.is_live(now) or not user.can_sign_in:
-            raise AuthenticationError(DEAD_SESSION)
+        _, session, user = await self._live_session(access_token, TokenType.ACCESS, now)
         if now - session.last_used_at >= ACTIVITY_RESOLUTION:
             await self._sessions.touch(session.id, now)
         if user.last_seen_at is None or now - user.last_seen_at >= ACTIVITY_RESOLUTION:
