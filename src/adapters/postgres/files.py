@@ -1,13 +1,20 @@
-"""Uploaded files' records in PostgreSQL (the bytes live in file storage)."""
+"""Uploaded files' records in PostgreSQL (the bytes live in file storage).
+
+``add_within_quota`` is the one method that needs two statements: it locks
+the owner's ``users`` row first, so concurrent uploads by one user take turns
+and each sees the others' committed rows when it sums the sizes (a single
+statement would sum from a snapshot taken before the lock was granted).
+"""
 
 from __future__ import annotations
 
 import builtins
 from collections.abc import Sequence
 
-from adapters.postgres._common import Row, fetch_all, fetch_one, utc
+from adapters.postgres._common import Row, fetch_all, fetch_one, translated_errors, utc
 from adapters.postgres.pool import Database
 from gemini_core.entities import FileUpload, NewFileUpload
+from gemini_core.errors import NotFoundError
 
 _COLUMNS = """
     id, user_id, filename, original_filename, content_type, file_size, created_at
@@ -17,6 +24,21 @@ _INSERT = (
     """
 INSERT INTO file_uploads (user_id, filename, original_filename, content_type, file_size)
 VALUES (%(user_id)s, %(filename)s, %(original_filename)s, %(content_type)s, %(file_size)s)
+RETURNING"""
+    + _COLUMNS
+)
+
+# Taken by add_within_quota; ordinary updates of the user wait a moment, the
+# foreign-key checks of other inserts (FOR KEY SHARE) do not.
+_LOCK_OWNER = "SELECT id FROM users WHERE id = %(user_id)s FOR NO KEY UPDATE"
+
+_INSERT_WITHIN_QUOTA = (
+    """
+INSERT INTO file_uploads (user_id, filename, original_filename, content_type, file_size)
+SELECT %(user_id)s::bigint, %(filename)s::text, %(original_filename)s::text,
+       %(content_type)s::text, %(file_size)s::bigint
+WHERE (SELECT COALESCE(sum(file_size), 0) FROM file_uploads WHERE user_id = %(user_id)s::bigint)
+      + %(file_size)s::bigint <= %(quota)s::bigint
 RETURNING"""
     + _COLUMNS
 )
@@ -86,6 +108,23 @@ class PostgresFileUploadRepository:
         )
         assert row is not None
         return _file(row)
+
+    async def add_within_quota(self, upload: NewFileUpload, *, quota: int) -> FileUpload | None:
+        params = {
+            "user_id": upload.user_id,
+            "filename": upload.filename,
+            "original_filename": upload.original_filename,
+            "content_type": upload.content_type,
+            "file_size": upload.file_size,
+            "quota": quota,
+        }
+        async with self._db.transaction() as conn:
+            with translated_errors():
+                owner = await (await conn.execute(_LOCK_OWNER, params)).fetchone()
+                if owner is None:
+                    raise NotFoundError("A record this refers to does not exist.")
+                row = await (await conn.execute(_INSERT_WITHIN_QUOTA, params)).fetchone()
+        return None if row is None else _file(row)
 
     async def get(self, user_id: int, file_id: int) -> FileUpload | None:
         row = await fetch_one(self._db, _GET, {"id": file_id, "user_id": user_id})

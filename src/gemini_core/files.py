@@ -1,0 +1,275 @@
+"""Uploaded images: accepted by their bytes, stored under new random names,
+served only to their owner (or an admin), counted against a quota.
+
+An upload is read as a stream and judged on its first bytes: the kind
+(JPEG, PNG, GIF or WebP) and the pixel size come from the header, so a fake
+or a decompression bomb is refused before the rest is read. The size limit
+and the room left in the owner's quota are enforced while the bytes flow to
+storage, so an oversized upload stops at the first byte over.
+
+The store stays consistent with the records: the bytes are written first and
+the row after (in one step that also checks the quota); when the row cannot
+be written the bytes are removed again. Deleting removes the row, then the
+bytes; bytes that cannot be removed are logged, never shown to the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import unicodedata
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+
+from gemini_core.entities import FileUpload, NewFileUpload, User
+from gemini_core.errors import (
+    GeminiError,
+    InvalidInputError,
+    NotFoundError,
+    PayloadTooLargeError,
+    UnsupportedMediaTypeError,
+)
+from gemini_core.images import MAX_PIXELS, MAX_SIDE, SNIFF_BYTES, ImageInfo, sniff_image
+from gemini_core.pagination import decode_id_cursor, encode_id_cursor
+from gemini_core.ports import FileUploadRepository
+from gemini_core.storage import FileStorage
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+MAX_NAME_LENGTH = 200
+FALLBACK_NAME = "upload"
+
+NOT_AN_IMAGE = (
+    "The file is not a JPEG, PNG, GIF or WebP image (judged by its bytes, "
+    "not by its name or declared type)."
+)
+NO_SUCH_FILE = "No such file."
+
+# What the service generates: 32 hex digits and one of the known extensions.
+_STORED_NAME = re.compile(r"[0-9a-f]{32}\.(?:jpg|png|gif|webp)")
+_DIRECTORY_SEPARATORS = re.compile(r"[/\\]")
+_UNSAFE_IN_NAME = re.compile(r'["`]')
+_SPACES = re.compile(r"\s+")
+
+
+@dataclass(frozen=True, slots=True)
+class UploadRules:
+    max_size: int = 10 * 1024 * 1024
+    """Bytes one file may have."""
+    quota_bytes: int = 1024 * 1024 * 1024
+    """Bytes of files one user may keep."""
+
+
+@dataclass(frozen=True, slots=True)
+class FilePage:
+    items: list[FileUpload]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedFile:
+    """A file's record and its bytes, ready to stream."""
+
+    upload: FileUpload
+    chunks: AsyncIterator[bytes]
+
+
+def random_stored_name() -> str:
+    """128 random bits: unguessable, and never equal to another file's name."""
+    return secrets.token_hex(16)
+
+
+def clean_filename(name: str | None) -> str:
+    """A user's file name made safe to keep and to show in a header.
+
+    Keeps the last path component (``/`` and ``\\`` both separate), drops
+    control and format characters (including bidirectional overrides that
+    disguise an extension), quotes and backticks, collapses white space, trims
+    dots and spaces at both ends, and bounds the length while keeping the
+    extension. What is left empty becomes ``"upload"``.
+    """
+    if not name:
+        return FALLBACK_NAME
+    name = unicodedata.normalize("NFC", name)
+    name = _DIRECTORY_SEPARATORS.split(name)[-1]
+    name = _SPACES.sub(" ", name)  # tabs and line breaks too, before controls go
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
+    name = _UNSAFE_IN_NAME.sub("", name)
+    name = _SPACES.sub(" ", name).strip(" .")
+    if len(name) > MAX_NAME_LENGTH:
+        stem, dot, extension = name.rpartition(".")
+        if dot and 0 < len(extension) <= 16:
+            name = stem[: MAX_NAME_LENGTH - len(extension) - 1].rstrip(" .") + "." + extension
+        else:
+            name = name[:MAX_NAME_LENGTH].rstrip(" .")
+    return name or FALLBACK_NAME
+
+
+def describe_size(size: int) -> str:
+    """A byte count as people read it: ``10 MiB``, ``1.5 MiB``, ``64 KiB``."""
+    mib, kib = 1024 * 1024, 1024
+    if size >= mib:
+        return f"{size // mib} MiB" if size % mib == 0 else f"{size / mib:.1f} MiB"
+    if size >= kib and size % kib == 0:
+        return f"{size // kib} KiB"
+    return f"{size} bytes"
+
+
+class _Reader:
+    """Pulls an upload's chunks, counting bytes and stopping at the limits."""
+
+    def __init__(self, chunks: AsyncIterable[bytes], *, rules: UploadRules, room: int) -> None:
+        self._chunks = aiter(chunks)
+        self._rules = rules
+        self._room = room
+        self.size = 0
+
+    async def read(self) -> bytes | None:
+        """The next non-empty chunk, or ``None`` at the end."""
+        async for chunk in self._chunks:
+            if chunk:
+                self._count(len(chunk))
+                return chunk
+        return None
+
+    def _count(self, length: int) -> None:
+        self.size += length
+        if self.size > self._rules.max_size:
+            raise PayloadTooLargeError(
+                f"The file is larger than the limit of {describe_size(self._rules.max_size)}."
+            )
+        if self.size > self._room:
+            raise PayloadTooLargeError(_over_quota(self._rules, self._room))
+
+    async def rest(self, head: bytes) -> AsyncIterator[bytes]:
+        """``head``, then every chunk still to come."""
+        yield head
+        while (chunk := await self.read()) is not None:
+            yield chunk
+
+
+def _over_quota(rules: UploadRules, room: int) -> str:
+    left = f"{describe_size(room)} of it left" if room > 0 else "none of it left"
+    return (
+        f"This file would take you over your storage quota of "
+        f"{describe_size(rules.quota_bytes)} ({left}); delete some files first."
+    )
+
+
+class UploadService:
+    def __init__(
+        self,
+        *,
+        files: FileUploadRepository,
+        storage: FileStorage,
+        rules: UploadRules,
+    ) -> None:
+        self._files = files
+        self._storage = storage
+        self._rules = rules
+
+    async def upload_file(
+        self, owner: User, chunks: AsyncIterable[bytes], *, original_name: str | None
+    ) -> FileUpload:
+        """Store an image the owner sends as ``chunks`` and record it.
+
+        ``UnsupportedMediaTypeError`` for anything but a JPEG, PNG, GIF or WebP;
+        ``InvalidInputError(field="file")`` for an empty file or an absurd pixel
+        size; ``PayloadTooLargeError`` over the size limit or the quota.
+        """
+        room = self._rules.quota_bytes - await self._files.total_size(owner.id)
+        if room <= 0:
+            raise PayloadTooLargeError(_over_quota(self._rules, room))
+        reader = _Reader(chunks, rules=self._rules, room=room)
+        head, info = await self._read_header(reader)
+        key = random_stored_name() + info.extension
+        await self._storage.put(key, reader.rest(head), content_type=info.content_type)
+        try:
+            stored = await self._files.add_within_quota(
+                NewFileUpload(
+                    user_id=owner.id,
+                    filename=key,
+                    original_filename=clean_filename(original_name),
+                    content_type=info.content_type,
+                    file_size=reader.size,
+                ),
+                quota=self._rules.quota_bytes,
+            )
+            if stored is None:  # uploads running alongside took the room meanwhile
+                used = await self._files.total_size(owner.id)
+                raise PayloadTooLargeError(_over_quota(self._rules, self._rules.quota_bytes - used))
+        except BaseException:
+            await self._discard(key)
+            raise
+        return stored
+
+    async def _read_header(self, reader: _Reader) -> tuple[bytes, ImageInfo]:
+        """Read until the header says the kind and pixel size; refuse early."""
+        # Most headers fit the first chunk; a JPEG's may follow its metadata,
+        # in the worst case up to the size limit, which bounds this buffer.
+        head = bytearray()
+        while (chunk := await reader.read()) is not None:
+            head += chunk
+            if len(head) < SNIFF_BYTES:
+                continue
+            found = sniff_image(head)
+            if found is None:
+                raise UnsupportedMediaTypeError(NOT_AN_IMAGE)
+            if found.size_known:
+                break
+        if not head:
+            raise InvalidInputError("The file is empty.", field="file")
+        info = sniff_image(head)
+        if info is None or not info.width or not info.height:
+            raise UnsupportedMediaTypeError(NOT_AN_IMAGE)
+        if info.is_bomb:
+            raise InvalidInputError(
+                f"The image declares {info.width} x {info.height} pixels; at most "
+                f"{MAX_SIDE} on a side and {MAX_PIXELS // 1_000_000} megapixels are accepted.",
+                field="file",
+            )
+        return bytes(head), info
+
+    async def _discard(self, key: str) -> None:
+        try:
+            await self._storage.delete(key)
+        except GeminiError:
+            log.exception("could not remove the bytes of an unrecorded upload %s", key)
+
+    async def list_files(self, owner: User, *, limit: int, cursor: str | None) -> FilePage:
+        """The owner's files, newest first, a page at a time."""
+        if not 1 <= limit <= MAX_PAGE_SIZE:
+            raise InvalidInputError(f"limit must be 1 to {MAX_PAGE_SIZE}.", field="limit")
+        before = None if cursor is None else decode_id_cursor(cursor)
+        found = await self._files.list(owner.id, limit=limit + 1, before=before)
+        items = found[:limit]
+        more = len(found) > limit
+        return FilePage(items=items, next_cursor=encode_id_cursor(items[-1].id) if more else None)
+
+    async def open_file(self, viewer: User, filename: str) -> OpenedFile:
+        """A file by its stored name, for its owner or an admin; ``NotFoundError``
+        for anyone else, so names do not leak."""
+        if not _STORED_NAME.fullmatch(filename):
+            raise NotFoundError(NO_SUCH_FILE)
+        upload = await self._files.get_by_filename(filename)
+        if upload is None or (upload.user_id != viewer.id and not viewer.is_admin):
+            raise NotFoundError(NO_SUCH_FILE)
+        try:
+            chunks = await self._storage.open(upload.filename)
+        except NotFoundError:
+            log.error("file %s is recorded but its bytes are missing", upload.filename)
+            raise
+        return OpenedFile(upload=upload, chunks=chunks)
+
+    async def delete_file(self, owner: User, file_id: int) -> None:
+        """Forget the owner's file and remove its bytes."""
+        upload = await self._files.delete(owner.id, file_id)
+        if upload is None:
+            raise NotFoundError(NO_SUCH_FILE)
+        try:
+            await self._storage.delete(upload.filename)
+        except GeminiError:
+            log.exception("file %s was deleted but its bytes could not be removed", upload.filename)

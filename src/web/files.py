@@ -1,0 +1,138 @@
+"""``/upload``, ``/uploads/{filename}`` and ``/files``: images sent, served, listed, deleted.
+
+Files are streamed both ways: an upload is checked as it arrives (see
+``web.multipart``) and a download is passed through from storage chunk by
+chunk, local folder or S3 alike. Downloads always go through this service
+rather than redirecting to a presigned S3 URL, so the owner check runs on
+every read and the response carries our headers (``nosniff``, the
+``Content-Disposition`` with the original name, ``Cache-Control: private``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+from urllib.parse import quote
+
+import msgspec
+from litestar import Controller, Request, delete, get, post
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.response import Stream
+from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
+
+from gemini_core.accounts import Principal
+from gemini_core.entities import FileUpload
+from gemini_core.files import DEFAULT_PAGE_SIZE
+from web.container import Container
+from web.multipart import form_file
+from web.security import provide_principal
+
+
+class FileOut(msgspec.Struct):
+    id: int
+    filename: str
+    original_filename: str
+    url: str
+    file_size: int
+    content_type: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, upload: FileUpload) -> FileOut:
+        return cls(
+            id=upload.id,
+            filename=upload.filename,
+            original_filename=upload.original_filename,
+            url=f"/uploads/{upload.filename}",
+            file_size=upload.file_size,
+            content_type=upload.content_type,
+            created_at=upload.created_at,
+        )
+
+
+class FilesPageOut(msgspec.Struct):
+    items: list[FileOut]
+    next_cursor: str | None
+
+
+def inline_disposition(name: str) -> str:
+    """``inline`` with the (already sanitised) name; a name beyond ASCII also
+    goes as RFC 6266 ``filename*``, with an ASCII stand-in for old clients."""
+    fallback = "".join(ch if 0x20 <= ord(ch) < 0x7F and ch not in '"\\' else "_" for ch in name)
+    if fallback == name:
+        return f'inline; filename="{name}"'
+    return f"inline; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+class FilesController(Controller):
+    path = "/"
+    tags = ["files"]  # noqa: RUF012  (Litestar reads class attributes)
+    dependencies = {"principal": Provide(provide_principal)}  # noqa: RUF012
+
+    # Litestar's body limit is off here: form_file enforces the upload limit
+    # itself, as the bytes arrive.
+    @post(
+        "/upload",
+        status_code=HTTP_201_CREATED,
+        operation_id="uploadFile",
+        request_max_body_size=None,
+    )
+    async def upload(
+        self,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        container: NamedDependency[Container],
+    ) -> FileOut:
+        """Upload a JPEG, PNG, GIF or WebP image as the multipart field `file`."""
+        max_size = container.settings.max_upload_size
+        async with form_file(request, field="file", max_size=max_size) as part:
+            upload = await container.uploads.upload_file(
+                principal.user, part.chunks, original_name=part.filename
+            )
+        return FileOut.of(upload)
+
+    @get("/uploads/{filename:str}", operation_id="getUpload")
+    async def download(
+        self,
+        filename: FromPath[str],
+        principal: NamedDependency[Principal],
+        container: NamedDependency[Container],
+    ) -> Stream:
+        """The image's bytes, for its owner or an admin."""
+        opened = await container.uploads.open_file(principal.user, filename)
+        upload = opened.upload
+        return Stream(
+            opened.chunks,
+            media_type=upload.content_type,
+            headers={
+                "Content-Length": str(upload.file_size),
+                "Content-Disposition": inline_disposition(upload.original_filename),
+                "X-Content-Type-Options": "nosniff",
+                "Cache-Control": "private",
+            },
+        )
+
+    @get("/files", operation_id="listFiles")
+    async def list_files(
+        self,
+        principal: NamedDependency[Principal],
+        container: NamedDependency[Container],
+        limit: FromQuery[int] = DEFAULT_PAGE_SIZE,
+        cursor: Annotated[str | None, QueryParameter(max_length=200)] = None,
+    ) -> FilesPageOut:
+        """The caller's files, newest first; pass `next_cursor` back as `cursor`."""
+        page = await container.uploads.list_files(principal.user, limit=limit, cursor=cursor)
+        return FilesPageOut(
+            items=[FileOut.of(upload) for upload in page.items], next_cursor=page.next_cursor
+        )
+
+    @delete("/files/{file_id:int}", status_code=HTTP_204_NO_CONTENT, operation_id="deleteFile")
+    async def delete_file(
+        self,
+        file_id: FromPath[int],
+        principal: NamedDependency[Principal],
+        container: NamedDependency[Container],
+    ) -> None:
+        """Delete one of the caller's files and its stored bytes."""
+        await container.uploads.delete_file(principal.user, file_id)
