@@ -8,6 +8,8 @@ caller's gets neither the message nor the bump.
 
 from __future__ import annotations
 
+import builtins
+
 from adapters.postgres._common import Row, execute, fetch_all, fetch_one, utc
 from adapters.postgres.pool import Database
 from gemini_core.entities import (
@@ -21,6 +23,7 @@ from gemini_core.entities import (
     NewMessage,
 )
 from gemini_core.errors import NotFoundError
+from gemini_core.ports import SearchHit
 
 _CHAT_COLUMNS = """
     id, user_id, title, model, system_prompt, pinned, archived,
@@ -121,6 +124,31 @@ SELECT * FROM (
     LIMIT %(limit)s
 ) AS newest
 ORDER BY id
+"""
+)
+
+# The rank orders the whole match set, so it is computed for every matching
+# row; the headline is costly and only needed for the page, so it is made
+# after the LIMIT. Matched words come back wrapped in ** (plain text: the
+# content is the user's own, never HTML).
+_SEARCH_MESSAGES = (
+    """
+WITH query AS (SELECT websearch_to_tsquery('english', %(query)s::text) AS q),
+hits AS (
+    SELECT"""
+    + _MESSAGE_COLUMNS
+    + """, ts_rank(search_vector, query.q) AS rank
+    FROM messages, query
+    WHERE user_id = %(user_id)s AND search_vector @@ query.q
+    ORDER BY rank DESC, id DESC
+    LIMIT %(limit)s
+)
+SELECT hits.*, chats.title AS chat_title,
+       ts_headline('english', hits.content, query.q,
+                   'StartSel=**, StopSel=**, MaxWords=30, MinWords=12, MaxFragments=2, '
+                   'FragmentDelimiter=" … "') AS snippet
+FROM hits JOIN chats ON chats.id = hits.chat_id, query
+ORDER BY hits.rank DESC, hits.id DESC
 """
 )
 
@@ -264,3 +292,12 @@ class PostgresMessageRepository:
             {"user_id": user_id, "chat_id": chat_id, "limit": limit, "before": before},
         )
         return [_message(row) for row in rows]
+
+    async def search(self, user_id: int, query: str, *, limit: int) -> builtins.list[SearchHit]:
+        rows = await fetch_all(
+            self._db, _SEARCH_MESSAGES, {"user_id": user_id, "query": query, "limit": limit}
+        )
+        return [
+            SearchHit(message=_message(row), chat_title=row["chat_title"], snippet=row["snippet"])
+            for row in rows
+        ]

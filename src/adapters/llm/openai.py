@@ -1,0 +1,184 @@
+"""Any OpenAI-compatible server (Ollama, vLLM, llama.cpp, OpenRouter, OpenAI)
+through its streamed ``/v1/chat/completions``.
+
+The answer arrives as Server-Sent Events: ``data: {chunk}`` lines, each with
+the next piece in ``choices[0].delta.content``, then ``data: [DONE]``. Usage is
+asked for with ``stream_options.include_usage`` and read from the chunk that
+carries it, when the server sends one. Images travel as ``data:`` URLs.
+
+``OPENAI_BASE_URL`` may name the server (``http://localhost:11434``) or its
+API root (``https://openrouter.ai/api/v1``): a base ending in ``/v1`` gets
+``/chat/completions``, any other ``/v1/chat/completions``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
+import httpx
+
+from adapters.llm._common import (
+    BROKE_OFF,
+    QUOTA,
+    TIMED_OUT,
+    deadline_after,
+    retry_after_seconds,
+)
+from gemini_core.entities import MessageRole
+from gemini_core.errors import UpstreamError, UpstreamQuotaError, UpstreamTimeoutError
+from gemini_core.llm import ChatTurn, LlmChunk, LlmRequest, Usage
+
+log = logging.getLogger(__name__)
+
+_CONNECT_TIMEOUT_SECONDS = 10.0
+
+
+def completions_url(base_url: str) -> str:
+    base = base_url.rstrip("/")
+    return f"{base}/chat/completions" if base.endswith("/v1") else f"{base}/v1/chat/completions"
+
+
+def _content(turn: ChatTurn) -> str | list[dict[str, Any]]:
+    if not turn.images:
+        return turn.text
+    parts: list[dict[str, Any]] = [{"type": "text", "text": turn.text}]
+    for image in turn.images:
+        encoded = base64.b64encode(image.data).decode("ascii")
+        parts.append(
+            {"type": "image_url", "image_url": {"url": f"data:{image.mime_type};base64,{encoded}"}}
+        )
+    return parts
+
+
+def request_body(request: LlmRequest) -> dict[str, Any]:
+    messages: list[dict[str, Any]] = []
+    if request.system_prompt:
+        messages.append({"role": "system", "content": request.system_prompt})
+    for turn in request.turns:
+        role = "user" if turn.role is MessageRole.USER else "assistant"
+        messages.append({"role": role, "content": _content(turn)})
+    return {
+        "model": request.model,
+        "messages": messages,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+
+
+def _status_error(response: httpx.Response) -> UpstreamError:
+    log.warning("the model server answered %s: %s", response.status_code, response.text[:500])
+    if response.status_code == 429:
+        return UpstreamQuotaError(
+            QUOTA, retry_after=retry_after_seconds(response.headers.get("retry-after"))
+        )
+    return UpstreamError(f"The model server answered with an error ({response.status_code}).")
+
+
+class OpenAiCompatibleLlmClient:
+    """The ``LlmClient`` port over an OpenAI-compatible chat completions API."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        headers = {"Accept": "text/event-stream"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        self._url = completions_url(base_url)
+        # The call's own deadline bounds it; httpx only bounds connecting.
+        self._client = httpx.AsyncClient(
+            headers=headers,
+            timeout=httpx.Timeout(None, connect=_CONNECT_TIMEOUT_SECONDS),
+            transport=transport,
+        )
+
+    async def stream(self, request: LlmRequest) -> AsyncGenerator[LlmChunk | Usage, None]:
+        deadline = deadline_after(request.timeout_seconds)
+        try:
+            async with asyncio.timeout_at(deadline):
+                response = await self._client.send(
+                    self._client.build_request("POST", self._url, json=request_body(request)),
+                    stream=True,
+                )
+            try:
+                if response.status_code != httpx.codes.OK:
+                    async with asyncio.timeout_at(deadline):
+                        await response.aread()
+                    raise _status_error(response)
+                async for item in _chunks(response.aiter_lines(), deadline):
+                    yield item
+            finally:
+                await response.aclose()
+        except TimeoutError as exc:
+            raise UpstreamTimeoutError(TIMED_OUT) from exc
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeoutError(TIMED_OUT) from exc
+        except httpx.HTTPError as exc:
+            log.warning("the model server's answer broke off: %r", exc)
+            raise UpstreamError(BROKE_OFF) from exc
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+async def _chunks(lines: AsyncIterator[str], deadline: float) -> AsyncIterator[LlmChunk | Usage]:
+    """The pieces and usage in the event stream, up to ``[DONE]``."""
+    finished = False
+    usage: Usage | None = None
+    while True:
+        async with asyncio.timeout_at(deadline):
+            line = await anext(lines, None)
+        if line is None:
+            break
+        if not line.startswith("data:"):
+            continue  # blank separators, comments (": keep-alive"), event names
+        data = line.removeprefix("data:").strip()
+        if data == "[DONE]":
+            finished = True
+            break
+        chunk = _parse(data)
+        if (reported := chunk.get("usage")) and isinstance(reported, dict):
+            usage = Usage(
+                prompt_tokens=_count(reported.get("prompt_tokens")),
+                completion_tokens=_count(reported.get("completion_tokens")),
+            )
+        for choice in chunk.get("choices") or ():
+            if not isinstance(choice, dict):
+                continue
+            delta = choice.get("delta") or {}
+            text = delta.get("content") if isinstance(delta, dict) else None
+            if isinstance(text, str) and text:
+                yield LlmChunk(text)
+            finished = finished or bool(choice.get("finish_reason"))
+    if not finished:
+        raise UpstreamError(BROKE_OFF)
+    if usage is not None:
+        yield usage
+
+
+def _parse(data: str) -> dict[str, Any]:
+    try:
+        chunk = json.loads(data)
+    except ValueError as exc:
+        raise UpstreamError("The model server sent something that is not JSON.") from exc
+    if not isinstance(chunk, dict):
+        raise UpstreamError("The model server sent something unexpected.")
+    if error := chunk.get("error"):
+        log.warning("the model server reported an error mid-stream: %s", str(error)[:500])
+        code = error.get("code") if isinstance(error, dict) else None
+        if code in (429, "429", "rate_limit_exceeded", "insufficient_quota"):
+            raise UpstreamQuotaError(QUOTA, retry_after=retry_after_seconds(None))
+        raise UpstreamError("The model server reported an error.")
+    return chunk
+
+
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None

@@ -1,0 +1,363 @@
+"""Chats: conversations with a model, their messages, and search over them.
+
+Every method takes the caller's user id and finds only that user's chats: a
+chat of someone else's is ``NotFoundError``, exactly like one that does not
+exist. Sending a message stores it first, so it survives whatever the model
+does; the answer then streams through an ``Exchange`` (see ``answers``).
+
+Limits (``InvalidInputError`` naming the field beyond them): titles up to
+200 characters, system prompts up to 8000, messages 1 to 32000 (not blank),
+at most 10 files per message, page sizes 1 to 100.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+from gemini_core.answers import (
+    AnswerDelta,
+    AnswerDone,
+    Answerer,
+    AnswerSettings,
+    Exchange,
+    ImageSource,
+)
+from gemini_core.entities import (
+    Chat,
+    ChatChanges,
+    ChatCursor,
+    FileUpload,
+    Message,
+    MessageRole,
+    NewChat,
+    NewMessage,
+)
+from gemini_core.errors import InvalidInputError, NotFoundError
+from gemini_core.llm import LlmClient
+from gemini_core.pagination import decode_chat_cursor, encode_chat_cursor
+from gemini_core.ports import ChatRepository, FileUploadRepository, MessageRepository, SearchHit
+from gemini_core.storage import FileStorage
+from gemini_core.tasks import TaskKeeper
+
+__all__ = [
+    "MAX_CONTENT_LENGTH",
+    "MAX_FILES_PER_MESSAGE",
+    "MAX_PAGE_SIZE",
+    "MAX_SEARCH_LENGTH",
+    "MAX_SYSTEM_PROMPT_LENGTH",
+    "MAX_TITLE_LENGTH",
+    "NEWEST_MESSAGES_SHOWN",
+    "AnswerDelta",
+    "AnswerDone",
+    "ChatPage",
+    "ChatRules",
+    "ChatService",
+    "Exchange",
+    "ImageSource",
+    "MessagePage",
+    "StoredImages",
+]
+
+MAX_TITLE_LENGTH = 200
+MAX_SYSTEM_PROMPT_LENGTH = 8000
+MAX_CONTENT_LENGTH = 32000
+MAX_FILES_PER_MESSAGE = 10
+MAX_SEARCH_LENGTH = 500
+MAX_PAGE_SIZE = 100
+NEWEST_MESSAGES_SHOWN = 100
+NO_SUCH_CHAT = "No such chat."
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRules:
+    models: tuple[str, ...]
+    """The models a chat may use; the first is the default for new chats."""
+    max_history_messages: int = 50
+    """Messages sent to the model per call, the new one included."""
+    timeout_seconds: float = 60.0
+    model_titles: bool = True
+    """Ask the model for titles; else a chat is titled with its first words."""
+    shutdown_grace_seconds: float = 10.0
+
+    @property
+    def default_model(self) -> str:
+        return self.models[0]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatPage:
+    items: list[Chat]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class MessagePage:
+    items: list[Message]
+    """Oldest first."""
+    next_cursor: str | None
+    """The id of the page's oldest message when older ones exist: the next ``before``."""
+
+
+class StoredImages:
+    """``ImageSource`` over the ``FileStorage`` port: an upload's bytes live under
+    its generated file name."""
+
+    def __init__(self, storage: FileStorage, *, max_bytes: int) -> None:
+        self._storage = storage
+        self._max_bytes = max_bytes
+
+    async def read(self, upload: FileUpload) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        stream: AsyncIterator[bytes] = await self._storage.open(upload.filename)
+        async for chunk in stream:
+            size += len(chunk)
+            if size > self._max_bytes:  # never larger than an upload may be
+                raise NotFoundError("That file's stored bytes are not what was uploaded.")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+class ChatService:
+    def __init__(
+        self,
+        *,
+        chats: ChatRepository,
+        messages: MessageRepository,
+        files: FileUploadRepository,
+        images: ImageSource,
+        llm: LlmClient,
+        rules: ChatRules,
+    ) -> None:
+        if not rules.models:
+            raise ValueError("at least one model must be allowed")
+        self._chats = chats
+        self._messages = messages
+        self._files = files
+        self._llm = llm
+        self._rules = rules
+        self._tasks = TaskKeeper()
+        self._answerer = Answerer(
+            chats=chats,
+            messages=messages,
+            files=files,
+            images=images,
+            llm=llm,
+            settings=AnswerSettings(
+                max_history_messages=rules.max_history_messages,
+                timeout_seconds=rules.timeout_seconds,
+                model_titles=rules.model_titles,
+            ),
+            tasks=self._tasks,
+        )
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        return self._rules.models
+
+    # --- chats ----------------------------------------------------------------------
+
+    async def create_chat(
+        self,
+        user_id: int,
+        *,
+        title: str | None = None,
+        model: str | None = None,
+        system_prompt: str | None = None,
+    ) -> Chat:
+        return await self._chats.add(
+            NewChat(
+                user_id=user_id,
+                model=self._check_model(model) if model is not None else self._rules.default_model,
+                title=_clean_title(title),
+                system_prompt=_check_system_prompt(system_prompt),
+            )
+        )
+
+    async def list_chats(
+        self,
+        user_id: int,
+        *,
+        archived: bool = False,
+        query: str | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+    ) -> ChatPage:
+        """Pinned first, then the most recently updated; ``query`` matches titles."""
+        _check_page_size(limit)
+        query = (query or "").strip() or None
+        if query is not None and len(query) > MAX_TITLE_LENGTH:
+            raise InvalidInputError(f"At most {MAX_TITLE_LENGTH} characters.", field="q")
+        after = decode_chat_cursor(cursor) if cursor else None
+        rows = await self._chats.list(
+            user_id, archived=archived, query=query, limit=limit + 1, after=after
+        )
+        items = rows[:limit]
+        next_cursor = None
+        if len(rows) > limit:
+            last = items[-1]
+            next_cursor = encode_chat_cursor(
+                ChatCursor(pinned=last.pinned, updated_at=last.updated_at, id=last.id)
+            )
+        return ChatPage(items=items, next_cursor=next_cursor)
+
+    async def get_chat(self, user_id: int, chat_id: int) -> tuple[Chat, list[Message]]:
+        """The chat and its newest messages, oldest first."""
+        chat = await self._require_chat(user_id, chat_id)
+        messages = await self._messages.list(
+            user_id, chat_id, limit=NEWEST_MESSAGES_SHOWN, before=None
+        )
+        return chat, messages
+
+    async def update_chat(self, user_id: int, chat_id: int, changes: ChatChanges) -> Chat:
+        """Apply ``changes``; a blank title or system prompt clears it."""
+        title = _clean_title(changes.title)
+        prompt = _check_system_prompt(changes.system_prompt)
+        checked = ChatChanges(
+            title=title,
+            clear_title=changes.clear_title or (changes.title is not None and title is None),
+            system_prompt=prompt,
+            clear_system_prompt=changes.clear_system_prompt
+            or (changes.system_prompt is not None and prompt is None),
+            pinned=changes.pinned,
+            archived=changes.archived,
+            model=None if changes.model is None else self._check_model(changes.model),
+        )
+        if checked == ChatChanges():  # nothing to change: keep updated_at as it is
+            return await self._require_chat(user_id, chat_id)
+        chat = await self._chats.update(user_id, chat_id, checked)
+        if chat is None:
+            raise NotFoundError(NO_SUCH_CHAT)
+        return chat
+
+    async def delete_chat(self, user_id: int, chat_id: int) -> None:
+        """Delete the chat and its messages."""
+        if not await self._chats.delete(user_id, chat_id):
+            raise NotFoundError(NO_SUCH_CHAT)
+
+    # --- messages -------------------------------------------------------------------
+
+    async def list_messages(
+        self, user_id: int, chat_id: int, *, limit: int = 50, before: int | None = None
+    ) -> MessagePage:
+        """The newest ``limit`` messages older than ``before``, oldest first."""
+        _check_page_size(limit)
+        await self._require_chat(user_id, chat_id)
+        rows = await self._messages.list(user_id, chat_id, limit=limit + 1, before=before)
+        if len(rows) <= limit:
+            return MessagePage(items=rows, next_cursor=None)
+        items = rows[1:]
+        return MessagePage(items=items, next_cursor=str(items[0].id))
+
+    async def send_message(
+        self, user_id: int, chat_id: int, content: str, file_ids: Sequence[int] = ()
+    ) -> Exchange:
+        """Store the user's message and return it with its answer on the way.
+
+        ``NotFoundError`` for a chat, or any file, that is not the caller's;
+        then nothing is stored. The model is not called until the exchange's
+        events are read.
+        """
+        content = _check_content(content)
+        wanted = _check_file_ids(file_ids)
+        chat = await self._require_chat(user_id, chat_id)
+        if wanted and len(await self._files.owned(user_id, wanted)) != len(wanted):
+            raise NotFoundError("No such file.")
+        question = await self._messages.add(
+            NewMessage(
+                chat_id=chat.id,
+                user_id=user_id,
+                role=MessageRole.USER,
+                content=content,
+                file_ids=wanted,
+            )
+        )
+        # A chat whose model is no longer offered answers with the default one.
+        model = chat.model if chat.model in self._rules.models else self._rules.default_model
+        return Exchange(user_message=question, events=self._answerer.answer(chat, question, model))
+
+    async def search_messages(
+        self, user_id: int, query: str, *, limit: int = 20
+    ) -> list[SearchHit]:
+        """The caller's messages matching ``query``, best first."""
+        _check_page_size(limit)
+        query = query.strip()
+        if not query:
+            raise InvalidInputError("Type something to search for.", field="q")
+        if len(query) > MAX_SEARCH_LENGTH:
+            raise InvalidInputError(f"At most {MAX_SEARCH_LENGTH} characters.", field="q")
+        return await self._messages.search(user_id, query, limit=limit)
+
+    # --- lifetime -------------------------------------------------------------------
+
+    async def settle(self) -> None:
+        """Wait for background work (answers being stored, titles); for tests."""
+        await self._tasks.settle()
+
+    async def aclose(self) -> None:
+        """Let background work finish (within the grace period), then release the model."""
+        await self._tasks.close(self._rules.shutdown_grace_seconds)
+        await self._llm.aclose()
+
+    # --- helpers --------------------------------------------------------------------
+
+    async def _require_chat(self, user_id: int, chat_id: int) -> Chat:
+        chat = await self._chats.get(user_id, chat_id)
+        if chat is None:
+            raise NotFoundError(NO_SUCH_CHAT)
+        return chat
+
+    def _check_model(self, model: str) -> str:
+        if model not in self._rules.models:
+            raise InvalidInputError(
+                f"Unknown model; choose one of: {', '.join(self._rules.models)}.", field="model"
+            )
+        return model
+
+
+def _check_page_size(limit: int) -> None:
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise InvalidInputError(f"Between 1 and {MAX_PAGE_SIZE}.", field="limit")
+
+
+def _clean_title(title: str | None) -> str | None:
+    """Trimmed, on one line; blank becomes ``None``."""
+    if title is None:
+        return None
+    cleaned = " ".join(title.split())
+    if len(cleaned) > MAX_TITLE_LENGTH:
+        raise InvalidInputError(f"Titles are at most {MAX_TITLE_LENGTH} characters.", field="title")
+    return cleaned or None
+
+
+def _check_system_prompt(prompt: str | None) -> str | None:
+    """As typed (its layout may matter to the model); blank becomes ``None``."""
+    if prompt is None or not prompt.strip():
+        return None
+    if len(prompt) > MAX_SYSTEM_PROMPT_LENGTH:
+        raise InvalidInputError(
+            f"System prompts are at most {MAX_SYSTEM_PROMPT_LENGTH} characters.",
+            field="system_prompt",
+        )
+    return prompt
+
+
+def _check_content(content: str) -> str:
+    if not content.strip():
+        raise InvalidInputError("A message needs some text.", field="content")
+    if len(content) > MAX_CONTENT_LENGTH:
+        raise InvalidInputError(
+            f"Messages are at most {MAX_CONTENT_LENGTH} characters.", field="content"
+        )
+    return content
+
+
+def _check_file_ids(file_ids: Sequence[int]) -> tuple[int, ...]:
+    """Without repeats, in the order given."""
+    unique = tuple(dict.fromkeys(file_ids))
+    if len(unique) > MAX_FILES_PER_MESSAGE:
+        raise InvalidInputError(
+            f"At most {MAX_FILES_PER_MESSAGE} files per message.", field="file_ids"
+        )
+    return unique

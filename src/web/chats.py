@@ -1,0 +1,348 @@
+"""``/chats`` and ``/search``: conversations with the model, and search over them.
+
+Sending a message answers in one of two ways, chosen by ``Accept``:
+
+- ``application/json`` (the default): 201 with both stored messages, once the
+  answer is complete;
+- ``text/event-stream``: 200 and Server-Sent Events, in this order:
+  ``user_message``, then ``delta`` for each piece of the answer the moment the
+  model sends it, then ``done`` with the stored answer, or ``error`` with
+  problem details when the model fails.
+
+When the client goes away mid-stream, the events are cancelled or closed at
+once (see ``web.events``), which cancels the model call, and the answer so
+far is stored as ``failed`` (see ``gemini_core.answers``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from datetime import datetime
+from typing import Any, Literal
+
+import msgspec
+from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar.di import NamedDependency, Provide
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath, FromQuery, JSONBody
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
+
+from gemini_core.accounts import Principal
+from gemini_core.chats import AnswerDelta, Exchange
+from gemini_core.entities import Chat, ChatChanges, Message
+from gemini_core.errors import GeminiError
+from gemini_core.ports import SearchHit
+from web.container import Container
+from web.events import EVENT_STREAM, EventStream, sse_event, wants_events
+from web.problems import problem_for
+from web.security import provide_principal
+
+# --- the wire ---------------------------------------------------------------------
+
+
+class ChatOut(msgspec.Struct):
+    id: int
+    title: str | None
+    model: str
+    system_prompt: str | None
+    pinned: bool
+    archived: bool
+    created_at: datetime
+    updated_at: datetime
+    message_count: int
+
+    @classmethod
+    def of(cls, chat: Chat) -> ChatOut:
+        return cls(
+            id=chat.id,
+            title=chat.title,
+            model=chat.model,
+            system_prompt=chat.system_prompt,
+            pinned=chat.pinned,
+            archived=chat.archived,
+            created_at=chat.created_at,
+            updated_at=chat.updated_at,
+            message_count=chat.message_count,
+        )
+
+
+class MessageOut(msgspec.Struct):
+    id: int
+    chat_id: int
+    role: Literal["user", "assistant"]
+    content: str
+    file_ids: list[int]
+    status: Literal["complete", "failed"]
+    model: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, message: Message) -> MessageOut:
+        return cls(
+            id=message.id,
+            chat_id=message.chat_id,
+            role=message.role.value,
+            content=message.content,
+            file_ids=list(message.file_ids),
+            status=message.status.value,
+            model=message.model,
+            prompt_tokens=message.prompt_tokens,
+            completion_tokens=message.completion_tokens,
+            created_at=message.created_at,
+        )
+
+
+class ChatWithMessagesOut(ChatOut):
+    messages: list[MessageOut]
+
+
+class ChatPageOut(msgspec.Struct):
+    items: list[ChatOut]
+    next_cursor: str | None
+
+
+class MessagePageOut(msgspec.Struct):
+    items: list[MessageOut]
+    next_cursor: str | None
+
+
+class ExchangeOut(msgspec.Struct):
+    user_message: MessageOut
+    assistant_message: MessageOut
+
+
+class DeltaOut(msgspec.Struct):
+    text: str
+
+
+class SearchHitOut(msgspec.Struct):
+    chat_id: int
+    chat_title: str | None
+    message: MessageOut
+    snippet: str
+
+    @classmethod
+    def of(cls, hit: SearchHit) -> SearchHitOut:
+        return cls(
+            chat_id=hit.message.chat_id,
+            chat_title=hit.chat_title,
+            message=MessageOut.of(hit.message),
+            snippet=hit.snippet,
+        )
+
+
+class SearchOut(msgspec.Struct):
+    items: list[SearchHitOut]
+
+
+# The limits are the core's (it answers 422 naming the field); the body size
+# limit keeps any one field from being absurd.
+class NewChatIn(msgspec.Struct):
+    title: str | None = None
+    model: str | None = None
+    system_prompt: str | None = None
+
+
+class ChatChangesIn(msgspec.Struct):
+    """Only the fields present change; ``null`` (or blank) clears a title or system prompt."""
+
+    title: str | msgspec.UnsetType | None = msgspec.UNSET
+    pinned: bool | msgspec.UnsetType = msgspec.UNSET
+    archived: bool | msgspec.UnsetType = msgspec.UNSET
+    system_prompt: str | msgspec.UnsetType | None = msgspec.UNSET
+    model: str | msgspec.UnsetType = msgspec.UNSET
+
+    def changes(self) -> ChatChanges:
+        def given(value: Any) -> Any:
+            return None if value is msgspec.UNSET else value
+
+        return ChatChanges(
+            title=given(self.title),
+            clear_title=self.title is None,
+            system_prompt=given(self.system_prompt),
+            clear_system_prompt=self.system_prompt is None,
+            pinned=given(self.pinned),
+            archived=given(self.archived),
+            model=given(self.model),
+        )
+
+
+class NewMessageIn(msgspec.Struct):
+    content: str
+    file_ids: list[int] = msgspec.field(default_factory=list)
+
+
+# --- the event stream ----------------------------------------------------------------
+
+
+async def exchange_events(exchange: Exchange) -> AsyncGenerator[bytes, None]:
+    """The stream's events; closing it (or cancelling its reader) abandons the answer."""
+    yield sse_event("user_message", MessageOut.of(exchange.user_message))
+    try:
+        async with aclosing(exchange.events) as events:
+            async for event in events:
+                if isinstance(event, AnswerDelta):
+                    yield sse_event("delta", DeltaOut(text=event.text))
+                else:
+                    yield sse_event("done", MessageOut.of(event.message))
+    except GeminiError as exc:
+        yield sse_event("error", problem_for(exc))
+
+
+# --- the routes -----------------------------------------------------------------------
+
+
+class ChatsController(Controller):
+    path = "/chats"
+    tags = ["chats"]  # noqa: RUF012  (Litestar reads class attributes)
+    dependencies = {"principal": Provide(provide_principal)}  # noqa: RUF012
+
+    @post("/", status_code=HTTP_201_CREATED, operation_id="createChat")
+    async def create_chat(
+        self,
+        data: JSONBody[NewChatIn],
+        principal: NamedDependency[Principal],
+        container: NamedDependency[Container],
+    ) -> ChatOut:
+        """A chat with no title gets one from its first exchange."""
+        chat = await container.chat.create_chat(
+            principal.user.id,
+            title=data.title,
+            model=data.model,
+            system_prompt=data.system_prompt,
+        )
+        return ChatOut.of(chat)
+
+    @get("/", operation_id="listChats")
+    async def list_chats(
+        self,
+        principal: NamedDependency[Principal],
+        container: NamedDependency[Container],
+        limit: FromQuery[int] = 20,
+        cursor: FromQuery[str | None] = None,
+        archived: FromQuery[bool] = False,
+        q: FromQuery[str | None] = None,
+    ) -> ChatPageOut:
+        """Pinned first, then the most recently updated; `q` matches titles.
+        Pass `next_cursor` back as `cursor` for the next page."""
+        page = await container.chat.list_chats(
+            principal.user.id, archived=archived, query=q, limit=limit, cursor=cursor
+        )
+        return ChatPageOut(
+            items=[ChatOut.of(chat) for chat in page.items], next_cursor=page.next_cursor
+        )
+
+    @get("/{chat_id:int}", operation_id="getChat")
+    async def get_chat(
+        self,
+        chat_id: FromPath[int],
+        principal: NamedDependency[Principal],
+        container: NamedDependency[Container],
+    ) -> ChatWithMessagesOut:
+        """The chat with its newest 100 messages, oldest first."""
+        chat, messages = await container.chat.get_chat(principal.user.id, chat_id)
+        out = ChatOut.of(chat)
+        return ChatWithMessagesOut(
+            **msgspec.structs.asdict(out), messages=[MessageOut.of(m) for m in messages]
+        )
+
+    @patch("/{chat_id:int}", operation_id="updateChat")
+    async def update_chat(
+        self,
+        chat_id: FromPath[int],
+        data: JSONBody[ChatChangesIn],
+        principal: NamedDependency[Principal],
+        container: NamedDependency[Container],
+    ) -> ChatOut:
+        """Rename, pin, archive, change the system prompt or the model."""
+        chat = await container.chat.update_chat(principal.user.id, chat_id, data.changes())
+        return ChatOut.of(chat)
+
+    @delete("/{chat_id:int}", status_code=HTTP_204_NO_CONTENT, operation_id="deleteChat")
+    async def delete_chat(
+        self,
+        chat_id: FromPath[int],
+        principal: NamedDependency[Principal],
+        container: NamedDependency[Container],
+    ) -> None:
+        """Delete the chat and its messages."""
+        await container.chat.delete_chat(principal.user.id, chat_id)
+
+    @get("/{chat_id:int}/messages", operation_id="listMessages")
+    async def list_messages(
+        self,
+        chat_id: FromPath[int],
+        principal: NamedDependency[Principal],
+        container: NamedDependency[Container],
+        limit: FromQuery[int] = 50,
+        before: FromQuery[int | None] = None,
+    ) -> MessagePageOut:
+        """The newest `limit` messages before the message `before`, oldest first;
+        `next_cursor` is the next `before` (null on the oldest page)."""
+        page = await container.chat.list_messages(
+            principal.user.id, chat_id, limit=limit, before=before
+        )
+        return MessagePageOut(
+            items=[MessageOut.of(m) for m in page.items], next_cursor=page.next_cursor
+        )
+
+    @post(
+        "/{chat_id:int}/messages",
+        status_code=HTTP_201_CREATED,
+        operation_id="sendMessage",
+        responses={
+            HTTP_201_CREATED: ResponseSpec(
+                data_container=ExchangeOut, description="The question and its stored answer."
+            ),
+            HTTP_200_OK: ResponseSpec(
+                data_container=str,
+                media_type=EVENT_STREAM,
+                description="With `Accept: text/event-stream`: the events `user_message`, "
+                "`delta` (one per piece of the answer), then `done` or `error`.",
+            ),
+        },
+    )
+    async def send_message(
+        self,
+        request: Request[Any, Any, Any],
+        chat_id: FromPath[int],
+        data: JSONBody[NewMessageIn],
+        principal: NamedDependency[Principal],
+        container: NamedDependency[Container],
+    ) -> Response[ExchangeOut] | EventStream:
+        """Store the message, ask the model with the chat's history, store its answer."""
+        exchange = await container.chat.send_message(
+            principal.user.id, chat_id, data.content, data.file_ids
+        )
+        if wants_events(request):
+            return EventStream(exchange_events(exchange))
+        answer = await exchange.complete()
+        return Response(
+            ExchangeOut(
+                user_message=MessageOut.of(exchange.user_message),
+                assistant_message=MessageOut.of(answer),
+            ),
+            status_code=HTTP_201_CREATED,
+        )
+
+
+class SearchController(Controller):
+    path = "/search"
+    tags = ["chats"]  # noqa: RUF012
+    dependencies = {"principal": Provide(provide_principal)}  # noqa: RUF012
+
+    @get("/", operation_id="searchMessages")
+    async def search(
+        self,
+        principal: NamedDependency[Principal],
+        container: NamedDependency[Container],
+        q: FromQuery[str] = "",
+        limit: FromQuery[int] = 20,
+    ) -> SearchOut:
+        """The caller's messages matching the words in `q`, best match first;
+        in `snippet` the matched words are wrapped in `**`."""
+        hits = await container.chat.search_messages(principal.user.id, q, limit=limit)
+        return SearchOut(items=[SearchHitOut.of(hit) for hit in hits])

@@ -1,0 +1,653 @@
+"""``ChatService`` on the in-memory repositories, with a scripted model and the
+offline one: what the model is shown, how every ending of an answer is
+stored, titles, paging, limits and scoping."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+import pytest
+
+from adapters.clock import FakeClock
+from adapters.llm import EchoLlmClient
+from adapters.memory import InMemoryRepositories
+from adapters.storage import memory_file_storage
+from gemini_core.answers import clean_title, first_words
+from gemini_core.chats import AnswerDelta, AnswerDone, ChatRules, ChatService, StoredImages
+from gemini_core.entities import (
+    ChatChanges,
+    FileUpload,
+    Message,
+    MessageRole,
+    MessageStatus,
+    NewFileUpload,
+    NewMessage,
+    NewUser,
+)
+from gemini_core.errors import (
+    GeminiError,
+    InvalidInputError,
+    NotFoundError,
+    UnavailableError,
+    UpstreamError,
+    UpstreamQuotaError,
+    UpstreamTimeoutError,
+)
+from gemini_core.llm import LlmChunk, LlmRequest, Usage
+
+# --- a model that does as it is told -------------------------------------------------
+
+
+@dataclass
+class Script:
+    pieces: tuple[str, ...] = ("Hello", " there")
+    usage: Usage | None = field(default_factory=lambda: Usage(12, 3))
+    error: GeminiError | None = None
+    fail_after: int = 0
+    """Pieces sent before ``error`` is raised."""
+    hang: bool = False
+    """After the pieces, wait forever (until cancelled or closed)."""
+
+
+class ScriptedLlm:
+    def __init__(self) -> None:
+        self.requests: list[LlmRequest] = []
+        self.scripts: deque[Script] = deque()
+        self.finished = 0
+        """Calls whose stream was left, however (completed, failed, closed, cancelled)."""
+        self.closed = False
+        self.hanging = asyncio.Event()
+
+    def will(self, *scripts: Script) -> None:
+        self.scripts.extend(scripts)
+
+    async def stream(self, request: LlmRequest) -> AsyncGenerator[LlmChunk | Usage, None]:
+        self.requests.append(request)
+        script = self.scripts.popleft() if self.scripts else Script()
+        try:
+            for n, piece in enumerate(script.pieces):
+                if script.error is not None and n == script.fail_after:
+                    raise script.error
+                await asyncio.sleep(0)
+                yield LlmChunk(piece)
+            if script.error is not None:
+                raise script.error
+            if script.hang:
+                self.hanging.set()
+                await asyncio.Event().wait()
+            if script.usage is not None:
+                yield script.usage
+        finally:
+            self.finished += 1
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+class FakeImages:
+    def __init__(self) -> None:
+        self.read_ids: list[int] = []
+        self.missing: set[int] = set()
+
+    async def read(self, upload: FileUpload) -> bytes:
+        self.read_ids.append(upload.id)
+        if upload.id in self.missing:
+            raise UnavailableError("The store is down.")
+        return f"bytes of {upload.filename}".encode()
+
+
+@dataclass
+class World:
+    service: ChatService
+    repos: InMemoryRepositories
+    llm: ScriptedLlm
+    images: FakeImages
+    ann: int
+    bob: int
+
+    async def chat(self, user_id: int | None = None, **fields: str) -> int:
+        chat = await self.service.create_chat(user_id or self.ann, **fields)  # type: ignore[arg-type]
+        return chat.id
+
+    async def stored(self, chat_id: int, user_id: int | None = None) -> list[Message]:
+        return await self.repos.messages.list(user_id or self.ann, chat_id, limit=1000, before=None)
+
+    async def upload(self, user_id: int, name: str, size: int = 100) -> int:
+        upload = await self.repos.files.add(
+            NewFileUpload(
+                user_id=user_id,
+                filename=name,
+                original_filename=name,
+                content_type="image/png",
+                file_size=size,
+            )
+        )
+        return upload.id
+
+
+def build(
+    llm: object, images: FakeImages | None = None, **rules: object
+) -> tuple[ChatService, InMemoryRepositories]:
+    repos = InMemoryRepositories(clock=FakeClock(datetime(2026, 1, 1, tzinfo=UTC)))
+    settings: dict[str, object] = {"models": ("model-a", "model-b")}
+    settings.update(rules)
+    service = ChatService(
+        chats=repos.chats,
+        messages=repos.messages,
+        files=repos.files,
+        images=images or FakeImages(),
+        llm=llm,  # type: ignore[arg-type]
+        rules=ChatRules(**settings),  # type: ignore[arg-type]
+    )
+    return service, repos
+
+
+async def make_world(**rules: object) -> World:
+    llm, images = ScriptedLlm(), FakeImages()
+    service, repos = build(llm, images, **rules)
+    ann = await repos.users.add(NewUser(email="ann@example.com", username="ann", password_hash="h"))
+    bob = await repos.users.add(NewUser(email="bob@example.com", username="bob", password_hash="h"))
+    return World(service, repos, llm, images, ann.id, bob.id)
+
+
+@pytest.fixture
+async def world() -> AsyncIterator[World]:
+    """Titles from the first words, so every model call is an answer."""
+    made = await make_world(max_history_messages=5, model_titles=False)
+    yield made
+    await made.service.aclose()
+
+
+@pytest.fixture
+async def titling() -> AsyncIterator[World]:
+    """Titles asked of the model."""
+    made = await make_world(model_titles=True)
+    yield made
+    await made.service.aclose()
+
+
+async def answer(world: World, chat_id: int, content: str = "Hi", **kw: object) -> Message:
+    exchange = await world.service.send_message(world.ann, chat_id, content, **kw)  # type: ignore[arg-type]
+    return await exchange.complete()
+
+
+# --- sending and answering ---------------------------------------------------------
+
+
+async def test_a_message_and_its_answer_are_stored_with_model_and_tokens(world: World) -> None:
+    chat_id = await world.chat(system_prompt="Be brief.")
+    exchange = await world.service.send_message(world.ann, chat_id, "What is 2+2?")
+    assert exchange.user_message.content == "What is 2+2?"
+    assert await world.stored(chat_id) == [exchange.user_message], "stored before the model"
+    assert world.llm.requests == [], "the model waits for the events to be read"
+    events = [event async for event in exchange.events]
+    assert events[:2] == [AnswerDelta("Hello"), AnswerDelta(" there")]
+    assert isinstance(events[2], AnswerDone)
+    stored = events[2].message
+    assert (stored.role, stored.content, stored.status) == (
+        MessageRole.ASSISTANT,
+        "Hello there",
+        MessageStatus.COMPLETE,
+    )
+    assert (stored.model, stored.prompt_tokens, stored.completion_tokens) == ("model-a", 12, 3)
+    assert await world.stored(chat_id) == [exchange.user_message, stored]
+    request = world.llm.requests[0]
+    assert (request.model, request.system_prompt) == ("model-a", "Be brief.")
+    assert [(t.role, t.text) for t in request.turns] == [(MessageRole.USER, "What is 2+2?")]
+
+
+async def test_the_model_sees_the_recent_history_without_failed_answers(world: World) -> None:
+    chat_id = await world.chat()
+    for n in range(3):
+        await answer(world, chat_id, f"question {n}")
+    world.llm.will(Script(pieces=("broken",), error=UpstreamError("x"), fail_after=1))
+    with pytest.raises(UpstreamError):
+        await answer(world, chat_id, "question 3")
+    await answer(world, chat_id, "question 4")
+    turns = world.llm.requests[-1].turns
+    # Five messages at most, the new one included; the failed answer is left
+    # out, and the window starts with the user.
+    assert [(t.role.value, t.text) for t in turns] == [
+        ("user", "question 2"),
+        ("assistant", "Hello there"),
+        ("user", "question 3"),
+        ("user", "question 4"),
+    ]
+
+
+async def test_images_reach_the_model_only_the_callers_and_history_ones_too(world: World) -> None:
+    chat_id = await world.chat()
+    first = await world.upload(world.ann, "a.png")
+    second = await world.upload(world.ann, "b.png")
+    await answer(world, chat_id, "Look", file_ids=[first])
+    await answer(world, chat_id, "And this", file_ids=[second, second])
+    turns = world.llm.requests[-1].turns
+    assert [t.text for t in turns] == ["Look", "Hello there", "And this"]
+    assert [image.data for image in turns[0].images] == [b"bytes of a.png"]
+    assert [(i.mime_type, i.data) for i in turns[2].images] == [("image/png", b"bytes of b.png")]
+    assert (await world.stored(chat_id))[-2].file_ids == (second,)
+
+    theirs = await world.upload(world.bob, "c.png")
+    before = await world.stored(chat_id)
+    for file_ids in ([theirs], [first, theirs], [999]):
+        with pytest.raises(NotFoundError):
+            await world.service.send_message(world.ann, chat_id, "Mine?", file_ids)
+    assert await world.stored(chat_id) == before, "nothing is stored for a refused message"
+
+
+async def test_an_unreadable_earlier_image_is_skipped_but_a_new_one_fails(world: World) -> None:
+    chat_id = await world.chat()
+    old = await world.upload(world.ann, "old.png")
+    await answer(world, chat_id, "Look", file_ids=[old])
+    world.images.missing.add(old)
+    await answer(world, chat_id, "Still there?")
+    assert world.llm.requests[-1].turns[0].images == ()
+    new = await world.upload(world.ann, "new.png")
+    world.images.missing.add(new)
+    with pytest.raises(UnavailableError):
+        await answer(world, chat_id, "And now", file_ids=[new])
+    assert (await world.stored(chat_id))[-1].status is MessageStatus.FAILED
+
+
+async def test_earlier_images_stop_at_the_budget(world: World) -> None:
+    chat_id = await world.chat()
+    big = await world.upload(world.ann, "big.png", size=15 * 1024 * 1024)
+    small = await world.upload(world.ann, "small.png", size=2 * 1024 * 1024)
+    await answer(world, chat_id, "Big", file_ids=[big])
+    await answer(world, chat_id, "Small", file_ids=[small])
+    world.images.read_ids.clear()
+    await answer(world, chat_id, "Both?")
+    assert world.images.read_ids == [small], "the newest first, while they fit 16 MiB"
+
+
+@pytest.mark.parametrize(
+    "error", [UpstreamError("boom"), UpstreamQuotaError("slow down"), UpstreamTimeoutError("late")]
+)
+async def test_a_failure_before_the_answer_keeps_the_question(
+    world: World, error: UpstreamError
+) -> None:
+    chat_id = await world.chat()
+    world.llm.will(Script(error=error))
+    exchange = await world.service.send_message(world.ann, chat_id, "Hello?")
+    with pytest.raises(type(error)):
+        await exchange.complete()
+    question, failed = await world.stored(chat_id)
+    assert question == exchange.user_message
+    assert (failed.role, failed.status, failed.content, failed.model) == (
+        MessageRole.ASSISTANT,
+        MessageStatus.FAILED,
+        "",
+        "model-a",
+    )
+
+
+async def test_a_failure_mid_answer_stores_what_arrived_as_failed(world: World) -> None:
+    chat_id = await world.chat()
+    world.llm.will(
+        Script(pieces=("Part", " one", " two"), error=UpstreamError("cut"), fail_after=2)
+    )
+    exchange = await world.service.send_message(world.ann, chat_id, "Tell me")
+    seen: list[str] = []
+
+    async def read() -> None:
+        async for event in exchange.events:
+            assert isinstance(event, AnswerDelta)
+            seen.append(event.text)
+
+    with pytest.raises(UpstreamError):
+        await read()
+    assert seen == ["Part", " one"]
+    failed = (await world.stored(chat_id))[-1]
+    assert (failed.status, failed.content) == (MessageStatus.FAILED, "Part one")
+
+
+async def test_an_empty_answer_is_a_failure(world: World) -> None:
+    chat_id = await world.chat()
+    world.llm.will(Script(pieces=("", "  ")))
+    with pytest.raises(UpstreamError, match="empty"):
+        await answer(world, chat_id)
+    assert (await world.stored(chat_id))[-1].status is MessageStatus.FAILED
+
+
+async def test_an_unexpected_error_is_stored_failed_and_reported_generically(
+    world: World,
+) -> None:
+    class Broken(ScriptedLlm):
+        async def stream(self, request: LlmRequest) -> AsyncGenerator[LlmChunk | Usage, None]:
+            yield LlmChunk("Half")
+            raise KeyError("internal detail")
+
+    service, repos = build(Broken())
+    user = await repos.users.add(NewUser(email="c@example.com", username="cid", password_hash="h"))
+    chat = await service.create_chat(user.id)
+    exchange = await service.send_message(user.id, chat.id, "Hi")
+    with pytest.raises(GeminiError) as caught:
+        await exchange.complete()
+    assert "internal detail" not in caught.value.detail
+    stored = await repos.messages.list(user.id, chat.id, limit=10, before=None)
+    assert (stored[-1].status, stored[-1].content) == (MessageStatus.FAILED, "Half")
+
+
+async def test_closing_the_events_mid_answer_ends_the_call_and_stores_failed(
+    world: World,
+) -> None:
+    chat_id = await world.chat()
+    world.llm.will(Script(pieces=("Par", "tial"), hang=True))
+    exchange = await world.service.send_message(world.ann, chat_id, "Go")
+    assert await anext(exchange.events) == AnswerDelta("Par")
+    assert await anext(exchange.events) == AnswerDelta("tial")
+    await exchange.events.aclose()  # the client went away
+    assert world.llm.finished == 1, "the model call was left at once"
+    await world.service.settle()
+    failed = (await world.stored(chat_id))[-1]
+    assert (failed.status, failed.content) == (MessageStatus.FAILED, "Partial")
+
+
+async def test_cancelling_the_reader_ends_the_call_and_stores_failed(world: World) -> None:
+    chat_id = await world.chat()
+    world.llm.will(Script(pieces=("So far",), hang=True))
+    exchange = await world.service.send_message(world.ann, chat_id, "Go")
+
+    async def read() -> None:
+        async for _ in exchange.events:
+            pass
+
+    reader = asyncio.create_task(read())
+    await asyncio.wait_for(world.llm.hanging.wait(), 5)
+    reader.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reader
+    assert world.llm.finished == 1
+    await world.service.settle()
+    failed = (await world.stored(chat_id))[-1]
+    assert (failed.status, failed.content) == (MessageStatus.FAILED, "So far")
+    assert len(await world.stored(chat_id)) == 2, "stored once"
+
+
+async def test_closing_after_done_stores_nothing_more(world: World) -> None:
+    chat_id = await world.chat()
+    exchange = await world.service.send_message(world.ann, chat_id, "Go")
+    async for event in exchange.events:
+        if isinstance(event, AnswerDone):
+            break
+    await exchange.events.aclose()
+    await world.service.settle()
+    assert [m.status for m in await world.stored(chat_id)] == [MessageStatus.COMPLETE] * 2
+
+
+async def test_twenty_messages_at_once_are_all_stored_once(world: World) -> None:
+    chat_id = await world.chat()
+    results = await asyncio.gather(*(answer(world, chat_id, f"n{n}") for n in range(20)))
+    stored = await world.stored(chat_id)
+    assert len(stored) == 40
+    assert sorted(m.content for m in stored if m.role is MessageRole.USER) == sorted(
+        f"n{n}" for n in range(20)
+    )
+    assert {m.id for m in results} == {m.id for m in stored if m.role is MessageRole.ASSISTANT}
+    chat, _ = await world.service.get_chat(world.ann, chat_id)
+    assert chat.message_count == 40
+
+
+async def test_a_chat_whose_model_is_gone_answers_with_the_default(world: World) -> None:
+    chat = await world.repos.chats.update(
+        world.ann, await world.chat(model="model-b"), ChatChanges(model="retired")
+    )
+    assert chat is not None
+    answered = await answer(world, chat.id)
+    assert answered.model == "model-a"
+    assert world.llm.requests[-1].model == "model-a"
+
+
+async def test_every_call_is_logged_for_the_metrics(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    chat_id = await world.chat(title="Titled")
+    world.llm.will(Script(), Script(error=UpstreamQuotaError("no")))
+    with caplog.at_level(logging.INFO, logger="gemini.llm"):
+        await answer(world, chat_id)
+        with pytest.raises(UpstreamQuotaError):
+            await answer(world, chat_id)
+    records = [r for r in caplog.records if r.name == "gemini.llm"]
+    assert [r.__dict__["outcome"] for r in records] == ["ok", "quota"]
+    ok = records[0].__dict__
+    assert ok["event"] == "model_call"
+    assert (ok["model"], ok["prompt_tokens"], ok["completion_tokens"]) == ("model-a", 12, 3)
+    assert ok["first_token_seconds"] is not None
+    assert ok["duration_seconds"] >= ok["first_token_seconds"]
+    assert records[1].__dict__["first_token_seconds"] is None
+
+
+# --- titles ---------------------------------------------------------------------------
+
+
+async def test_an_untitled_chat_is_titled_by_the_model_after_the_answer(titling: World) -> None:
+    chat_id = await titling.chat()
+    titling.llm.will(Script(), Script(pieces=('"Greetings', ' exchanged."')))
+    await answer(titling, chat_id, "Hello, my friend")
+    await titling.service.settle()
+    chat, _ = await titling.service.get_chat(titling.ann, chat_id)
+    assert chat.title == "Greetings exchanged"
+    title_request = titling.llm.requests[1]
+    assert "Hello, my friend" in title_request.turns[0].text
+    assert "Hello there" in title_request.turns[0].text
+    await answer(titling, chat_id, "Again")
+    await titling.service.settle()
+    assert len(titling.llm.requests) == 3, "a titled chat asks for no title"
+
+
+async def test_a_failed_title_call_falls_back_to_the_first_words(titling: World) -> None:
+    chat_id = await titling.chat()
+    titling.llm.will(Script(), Script(error=UpstreamError("no")))
+    await answer(titling, chat_id, "Plan a trip to Rome in the spring with friends")
+    await titling.service.settle()
+    chat, _ = await titling.service.get_chat(titling.ann, chat_id)
+    assert chat.title == "Plan a trip to Rome in…"
+
+
+async def test_a_chat_renamed_meanwhile_keeps_its_name(titling: World) -> None:
+    chat_id = await titling.chat()
+    exchange = await titling.service.send_message(titling.ann, chat_id, "Hello")
+    async for event in exchange.events:
+        if isinstance(event, AnswerDone):
+            await titling.service.update_chat(titling.ann, chat_id, ChatChanges(title="Mine"))
+    await titling.service.settle()
+    chat, _ = await titling.service.get_chat(titling.ann, chat_id)
+    assert chat.title == "Mine"
+
+
+async def test_the_offline_model_titles_with_the_first_words() -> None:
+    service, repos = build(EchoLlmClient(), model_titles=False, models=("echo",))
+    user = await repos.users.add(NewUser(email="d@example.com", username="dee", password_hash="h"))
+    chat = await service.create_chat(user.id)
+    answered = await (await service.send_message(user.id, chat.id, "  Hi   there!  ")).complete()
+    assert "offline" in answered.content
+    await service.settle()
+    titled, _ = await service.get_chat(user.id, chat.id)
+    assert titled.title == "Hi there!"
+    await service.aclose()
+
+
+def test_titles_are_cleaned() -> None:
+    assert first_words("one two three four five six seven") == "one two three four five six…"
+    assert first_words("x" * 200).endswith("…")
+    assert len(first_words("x" * 200)) == 80
+    assert first_words("   ") == "New chat"
+    assert clean_title('Title: "Rome in spring."\nsecond line') == "Rome in spring"
+    assert clean_title("**Bold**") == "Bold"
+    assert clean_title("") == ""
+
+
+# --- chats: create, list, get, change, delete ------------------------------------------
+
+
+async def test_chats_are_created_with_the_default_model_and_checked(world: World) -> None:
+    chat = await world.service.create_chat(world.ann, title="  My   plans ")
+    assert (chat.title, chat.model, chat.system_prompt) == ("My plans", "model-a", None)
+    assert (await world.service.create_chat(world.ann, model="model-b")).model == "model-b"
+    cases = [
+        ({"model": "gpt-9"}, "model"),
+        ({"title": "x" * 201}, "title"),
+        ({"system_prompt": "x" * 8001}, "system_prompt"),
+    ]
+    for fields, name in cases:
+        with pytest.raises(InvalidInputError) as caught:
+            await world.service.create_chat(world.ann, **fields)  # type: ignore[arg-type]
+        assert caught.value.field == name
+    assert (await world.service.create_chat(world.ann, title="x" * 200)).title == "x" * 200
+
+
+async def test_message_limits(world: World) -> None:
+    chat_id = await world.chat()
+    for content in ("", "   \n", "x" * 32001):
+        with pytest.raises(InvalidInputError) as caught:
+            await world.service.send_message(world.ann, chat_id, content)
+        assert caught.value.field == "content"
+    with pytest.raises(InvalidInputError) as caught:
+        await world.service.send_message(world.ann, chat_id, "hi", list(range(1, 12)))
+    assert caught.value.field == "file_ids"
+    assert await world.stored(chat_id) == []
+    assert (await answer(world, chat_id, "x" * 32000)).status is MessageStatus.COMPLETE
+
+
+async def test_chats_list_pinned_first_then_recent_with_cursor_and_filters(world: World) -> None:
+    ids = [await world.chat(title=f"chat {n}") for n in range(7)]
+    await world.service.update_chat(world.ann, ids[2], ChatChanges(pinned=True))
+    await world.service.update_chat(world.ann, ids[5], ChatChanges(archived=True))
+    await world.chat(world.bob, title="bob's")
+    seen: list[int] = []
+    cursor = None
+    while True:
+        page = await world.service.list_chats(world.ann, limit=2, cursor=cursor)
+        seen += [c.id for c in page.items]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    # The in-memory clock stands still: equal times fall back to the id.
+    assert seen == [ids[2], ids[6], ids[4], ids[3], ids[1], ids[0]]
+    archived = await world.service.list_chats(world.ann, archived=True)
+    assert [c.id for c in archived.items] == [ids[5]]
+    assert archived.next_cursor is None
+    found = await world.service.list_chats(world.ann, query=" CHAT 3 ")
+    assert [c.id for c in found.items] == [ids[3]]
+    for bad in (0, 101):
+        with pytest.raises(InvalidInputError):
+            await world.service.list_chats(world.ann, limit=bad)
+    with pytest.raises(InvalidInputError) as caught:
+        await world.service.list_chats(world.ann, cursor="not-a-cursor")
+    assert caught.value.field == "cursor"
+
+
+async def test_changes_are_checked_and_blank_clears(world: World) -> None:
+    chat_id = await world.chat(title="Old", system_prompt="Be kind.")
+    chat = await world.service.update_chat(
+        world.ann, chat_id, ChatChanges(title="  ", system_prompt="")
+    )
+    assert (chat.title, chat.system_prompt) == (None, None)
+    chat = await world.service.update_chat(world.ann, chat_id, ChatChanges(model="model-b"))
+    assert chat.model == "model-b"
+    with pytest.raises(InvalidInputError):
+        await world.service.update_chat(world.ann, chat_id, ChatChanges(model="nope"))
+    unchanged = await world.service.update_chat(world.ann, chat_id, ChatChanges())
+    assert unchanged == chat
+
+
+async def test_another_users_chat_is_not_found_everywhere(world: World) -> None:
+    chat_id = await world.chat(world.bob, title="bob's")
+    attempts = [
+        world.service.get_chat(world.ann, chat_id),
+        world.service.update_chat(world.ann, chat_id, ChatChanges(title="mine")),
+        world.service.delete_chat(world.ann, chat_id),
+        world.service.list_messages(world.ann, chat_id),
+        world.service.send_message(world.ann, chat_id, "hi"),
+    ]
+    for attempt in attempts:
+        with pytest.raises(NotFoundError):
+            await attempt
+    chat, _ = await world.service.get_chat(world.bob, chat_id)
+    assert (chat.title, chat.message_count) == ("bob's", 0)
+
+
+async def test_deleting_a_chat_deletes_its_messages(world: World) -> None:
+    chat_id = await world.chat()
+    await answer(world, chat_id)
+    await world.service.delete_chat(world.ann, chat_id)
+    with pytest.raises(NotFoundError):
+        await world.service.get_chat(world.ann, chat_id)
+    assert world.repos.store.messages == {}
+
+
+async def test_messages_page_backwards_without_gaps_or_repeats(world: World) -> None:
+    chat_id = await world.chat()
+    for n in range(11):
+        await world.repos.messages.add(
+            NewMessage(chat_id=chat_id, user_id=world.ann, role=MessageRole.USER, content=str(n))
+        )
+    pages: list[list[str]] = []
+    before = None
+    while True:
+        page = await world.service.list_messages(world.ann, chat_id, limit=4, before=before)
+        pages.append([m.content for m in page.items])
+        if page.next_cursor is None:
+            break
+        assert page.next_cursor == str(page.items[0].id)
+        before = int(page.next_cursor)
+    assert pages == [["7", "8", "9", "10"], ["3", "4", "5", "6"], ["0", "1", "2"]]
+    exact = await world.service.list_messages(world.ann, chat_id, limit=11)
+    assert (len(exact.items), exact.next_cursor) == (11, None)
+    _, newest = await world.service.get_chat(world.ann, chat_id)
+    assert [m.content for m in newest] == [str(n) for n in range(11)]
+
+
+async def test_search_is_the_callers_and_needs_words(world: World) -> None:
+    mine = await world.chat(title="Travel")
+    theirs = await world.chat(world.bob)
+    await answer(world, mine, "Pack for Rome")
+    await (await world.service.send_message(world.bob, theirs, "Rome again")).complete()
+    hits = await world.service.search_messages(world.ann, "rome")
+    assert [(h.message.content, h.chat_title) for h in hits] == [("Pack for Rome", "Travel")]
+    assert "**Rome**" in hits[0].snippet
+    for query in ("", "   ", "x" * 501):
+        with pytest.raises(InvalidInputError) as caught:
+            await world.service.search_messages(world.ann, query)
+        assert caught.value.field == "q"
+
+
+async def test_closing_the_service_waits_for_work_and_closes_the_model(titling: World) -> None:
+    chat_id = await titling.chat()
+    await answer(titling, chat_id)  # leaves a title being written
+    await titling.service.aclose()
+    assert titling.llm.closed
+    chat, _ = await titling.service.get_chat(titling.ann, chat_id)
+    assert chat.title is not None
+
+
+# --- images from file storage -----------------------------------------------------------
+
+
+async def test_stored_images_reads_an_uploads_bytes_from_storage() -> None:
+    storage = memory_file_storage()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"\x89PNG"
+        yield b" and the rest"
+
+    await storage.put("abc.png", chunks(), content_type="image/png")
+    upload = FileUpload(
+        id=1,
+        user_id=1,
+        filename="abc.png",
+        original_filename="cat.png",
+        content_type="image/png",
+        file_size=17,
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    assert await StoredImages(storage, max_bytes=100).read(upload) == b"\x89PNG and the rest"
+    with pytest.raises(NotFoundError):
+        await StoredImages(storage, max_bytes=10).read(upload)
+    with pytest.raises(NotFoundError):
+        await StoredImages(storage, max_bytes=100).read(replace(upload, filename="gone.png"))
