@@ -1,5 +1,6 @@
-"""A TCP proxy in front of PostgreSQL that a test can take down and bring back,
-to see what the service does when its database goes away."""
+"""A TCP proxy that a test can take down and bring back, to see what the
+service does when its database (``DatabaseProxy``) or Redis (``TcpProxy``)
+goes away."""
 
 from __future__ import annotations
 
@@ -28,12 +29,11 @@ def _upstream_opener(url: str) -> Opener:
     return lambda: asyncio.open_connection(host, port)
 
 
-class DatabaseProxy:
-    """Forwards 127.0.0.1:<port> to the database of ``url``, on its own thread."""
+class TcpProxy:
+    """Forwards 127.0.0.1:<port> to an upstream server, on its own thread."""
 
-    def __init__(self, url: str) -> None:
-        self._open_upstream = _upstream_opener(url)
-        self._dbparams = conninfo_to_dict(url)
+    def __init__(self, open_upstream: Opener) -> None:
+        self._open_upstream = open_upstream
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
@@ -42,14 +42,9 @@ class DatabaseProxy:
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.StreamWriter] = set()
 
-    @property
-    def url(self) -> str:
-        """A ``postgresql://`` URL to the same database through the proxy."""
-        user = quote(str(self._dbparams.get("user") or "postgres"), safe="")
-        password = self._dbparams.get("password")
-        auth = f"{user}:{quote(str(password), safe='')}" if password else user
-        dbname = quote(str(self._dbparams.get("dbname") or "postgres"), safe="")
-        return f"postgresql://{auth}@127.0.0.1:{self.port}/{dbname}"
+    @classmethod
+    def to(cls, host: str, port: int) -> TcpProxy:
+        return cls(lambda: asyncio.open_connection(host, port))
 
     def _run(self, coro: Awaitable[T]) -> T:
         future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)  # type: ignore[arg-type]
@@ -101,3 +96,20 @@ class DatabaseProxy:
 
         await asyncio.gather(pipe(client_r, upstream_w), pipe(upstream_r, client_w))
         self._pipes.difference_update((client_w, upstream_w))
+
+
+class DatabaseProxy(TcpProxy):
+    """Forwards 127.0.0.1:<port> to the database of ``url``."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(_upstream_opener(url))
+        self._dbparams = conninfo_to_dict(url)
+
+    @property
+    def url(self) -> str:
+        """A ``postgresql://`` URL to the same database through the proxy."""
+        user = quote(str(self._dbparams.get("user") or "postgres"), safe="")
+        password = self._dbparams.get("password")
+        auth = f"{user}:{quote(str(password), safe='')}" if password else user
+        dbname = quote(str(self._dbparams.get("dbname") or "postgres"), safe="")
+        return f"postgresql://{auth}@127.0.0.1:{self.port}/{dbname}"
