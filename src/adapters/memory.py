@@ -41,7 +41,7 @@ from gemini_core.entities import (
     UserSession,
 )
 from gemini_core.errors import ConflictError, InvalidInputError, NotFoundError
-from gemini_core.ports import Clock, Counts, DatabaseStatus
+from gemini_core.ports import Clock, Counts, DatabaseStatus, SearchHit
 
 __all__ = [
     "InMemoryChatRepository",
@@ -317,6 +317,42 @@ class InMemoryMessageRepository(_Repository):
         )
         return older[-limit:] if limit else []
 
+    async def search(self, user_id: int, query: str, *, limit: int) -> builtins.list[SearchHit]:
+        """Every word of ``query`` must appear in the message, in any case; more
+        occurrences rank higher (no stemming, unlike PostgreSQL's English search)."""
+        _check_page(limit=limit)
+        wanted = set(_words(query))
+        scored = []
+        for message in self._store.messages.values():
+            words = _words(message.content)
+            if message.user_id == user_id and wanted and wanted <= set(words):
+                scored.append((sum(word in wanted for word in words), message))
+        scored.sort(key=lambda hit: (hit[0], hit[1].id), reverse=True)
+        return [
+            SearchHit(
+                message=message,
+                chat_title=self._store.chats[message.chat_id].title,
+                snippet=_snippet(message.content, wanted),
+            )
+            for _, message in scored[:limit]
+        ]
+
+
+def _words(text: str) -> builtins.list[str]:
+    return "".join(ch if ch.isalnum() else " " for ch in text.lower()).split()
+
+
+def _snippet(text: str, wanted: set[str], width: int = 30) -> str:
+    """Up to ``width`` words around the first match, matches wrapped in ``**``."""
+    words = text.split()
+    first = next((n for n, word in enumerate(words) if set(_words(word)) & wanted), 0)
+    start = max(0, first - width // 3)
+    shown = [
+        f"**{word}**" if set(_words(word)) & wanted else word
+        for word in words[start : start + width]
+    ]
+    return ("… " if start else "") + " ".join(shown) + (" …" if start + width < len(words) else "")
+
 
 # --- files -------------------------------------------------------------------
 
@@ -339,6 +375,14 @@ class InMemoryFileUploadRepository(_Repository):
         )
         self._store.files[stored.id] = stored
         return stored
+
+    async def add_within_quota(self, upload: NewFileUpload, *, quota: int) -> FileUpload | None:
+        self._store.require_user(upload.user_id)
+        used = sum(f.file_size for f in self._store.files.values() if f.user_id == upload.user_id)
+        if used + upload.file_size > quota:
+            return None
+        # ``add`` never awaits, so the check and the insert are one step on the loop.
+        return await self.add(upload)
 
     async def get(self, user_id: int, file_id: int) -> FileUpload | None:
         upload = self._store.files.get(file_id)

@@ -11,7 +11,12 @@ class to one HTTP status, so neither side needs to know the other.
     ├── PermissionDeniedError    you may not do this
     ├── NotFoundError            no such thing, or not yours
     ├── ConflictError            it clashes with what exists (a taken email, ...)
+    ├── PayloadTooLargeError     over a size limit or a storage quota
+    ├── UnsupportedMediaTypeError  not a kind of content accepted here
     ├── TooManyRequestsError     slow down; ``retry_after`` says for how long
+    ├── UpstreamError            the model failed or broke off its answer
+    │   ├── UpstreamTimeoutError   the model took longer than allowed
+    │   └── UpstreamQuotaError     the model's quota is spent; ``retry_after``
     └── UnavailableError         a dependency is down; try again later
 """
 
@@ -61,10 +66,34 @@ class ConflictError(GeminiError):
         self.field = field
 
 
+class PayloadTooLargeError(GeminiError):
+    """The content is larger than allowed, or would take its owner over a quota."""
+
+
+class UnsupportedMediaTypeError(GeminiError):
+    """The content is not of a kind accepted here (judged by its bytes, not its name)."""
+
+
 class TooManyRequestsError(GeminiError):
     """A limit was reached; the caller may try again after ``retry_after`` seconds."""
 
     def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class UpstreamError(GeminiError):
+    """The model answered with an error, or its answer broke off mid-way."""
+
+
+class UpstreamTimeoutError(UpstreamError):
+    """The model took longer than the time allowed for one call."""
+
+
+class UpstreamQuotaError(UpstreamError):
+    """The model refused for quota or rate; try again after ``retry_after`` seconds."""
+
+    def __init__(self, detail: str, *, retry_after: int = 30) -> None:
         super().__init__(detail)
         self.retry_after = retry_after
 

@@ -125,10 +125,34 @@ class MessageRepository(Protocol):
         oldest first; empty for another user's chat."""
         ...
 
+    async def search(self, user_id: int, query: str, *, limit: int) -> builtins.list[SearchHit]:
+        """The user's messages matching ``query`` (words, as typed in a search box),
+        best match first, at most ``limit``; nobody else's, whatever the query."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    """One message found by a search, with its chat's title and a plain-text
+    excerpt in which the matched words are wrapped in ``**``."""
+
+    message: Message
+    chat_title: str | None
+    snippet: str
+
 
 class FileUploadRepository(Protocol):
     async def add(self, upload: NewFileUpload) -> FileUpload:
         """Record a stored file. ``ConflictError(field="filename")`` if the name is taken."""
+        ...
+
+    async def add_within_quota(self, upload: NewFileUpload, *, quota: int) -> FileUpload | None:
+        """Record the file only if the owner's files, it included, then total at
+        most ``quota`` bytes; ``None`` (and nothing recorded) otherwise.
+
+        Atomic per owner: of concurrent calls, no two can both pass on the same
+        remaining room. Errors as in ``add``.
+        """
         ...
 
     async def get(self, user_id: int, file_id: int) -> FileUpload | None:

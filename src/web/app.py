@@ -15,11 +15,13 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 
-from web import composition
+from web import composition, operations
 from web.admin import AdminController
 from web.auth import AuthController
+from web.chats import ChatsController, SearchController
 from web.container import Container
 from web.docs import docs_router, openapi_config
+from web.files import FilesController
 from web.health import HealthController
 from web.logs import configure_logging
 from web.problems import EXCEPTION_HANDLERS
@@ -50,9 +52,20 @@ def create_app(container: Container | None = None, *, settings: Settings | None 
             yield
 
     docs = settings.docs_enabled
-    return Litestar(
-        route_handlers=[HealthController, AuthController, AdminController, *([docs_router] if docs else [])],
-        lifespan=[lifespan],
+    app = Litestar(
+        route_handlers=[
+            HealthController,
+            AuthController,
+            AdminController,
+            FilesController,
+            ChatsController,
+            SearchController,
+            *([docs_router] if docs else []),
+        ],
+        lifespan=[lifespan, *operations.lifespans(settings)],
+        middleware=operations.route_middleware(settings),
+        cors_config=operations.cors_config(settings),
+        request_max_body_size=operations.MAX_JSON_BODY,
         dependencies={"container": Provide(_provide_container, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi_config(composition.app_version()) if docs else None,
@@ -60,3 +73,4 @@ def create_app(container: Container | None = None, *, settings: Settings | None 
         logging_config=None,
         debug=False,
     )
+    return operations.install(app, settings)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from web import composition
 from web.logs import configure_logging
+from web.metrics import multiprocess_directory
 from web.settings import Settings, SettingsError, load_settings
 
 
@@ -43,7 +44,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from granian.server import Server
 
     workers = args.workers or settings.workers
-    with composition.database_url(settings) as url:
+    # Set up before any worker starts: each picks its metrics store at start-up.
+    with multiprocess_directory(workers), composition.database_url(settings) as url:
         # Migrate once here, then hand the URL to every worker, so the embedded
         # server belongs to this process and workers never race to start it.
         composition.migrate(url, "apply")

@@ -18,9 +18,11 @@ from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
+from urllib.parse import urlsplit
 
 from adapters.cache import InMemoryCache
 from adapters.clock import SystemClock
+from adapters.llm import EchoLlmClient, GeminiLlmClient, OpenAiCompatibleLlmClient
 from adapters.mail import ConsoleMailer, RecordingMailer, SmtpMailer
 from adapters.memory import InMemoryDatabaseProbe, InMemoryRepositories
 from adapters.passwords import Argon2PasswordHasher
@@ -37,12 +39,18 @@ from adapters.postgres.repositories import (
     PostgresUserRepository,
 )
 from adapters.ratelimit import InMemoryRateLimiter
+from adapters.redis import RedisCache, RedisConnection, RedisRateLimiter
+from adapters.storage import local_file_storage, memory_file_storage, s3_file_storage
 from adapters.tokens import JwtTokenCodec
 from gemini_core.accounts import AccountService, SessionRules
 from gemini_core.admin import AdminService
+from gemini_core.chats import ChatRules, ChatService, StoredImages
 from gemini_core.codes import CodeRules, OneTimeCodes
+from gemini_core.files import UploadRules, UploadService
 from gemini_core.health import HealthService
+from gemini_core.llm import LlmClient
 from gemini_core.ports import (
+    Cache,
     ChatRepository,
     Clock,
     DatabaseProbe,
@@ -51,11 +59,14 @@ from gemini_core.ports import (
     MessageRepository,
     OtpRepository,
     PasswordHasher,
+    RateLimiter,
     SessionRepository,
     StatsRepository,
     UserRepository,
 )
+from gemini_core.storage import FileStorage
 from web.container import Container
+from web.metrics import MeteredCache, metrics
 from web.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -97,6 +108,55 @@ def mailer_for(settings: Settings) -> Mailer:
     )
 
 
+# Paces the offline model's pieces, so a browser shows its answer streaming.
+ECHO_PIECE_DELAY_SECONDS = 0.02
+
+
+def llm_for(settings: Settings) -> LlmClient:
+    if settings.llm_provider == "gemini":
+        assert settings.google_api_key is not None  # load_settings insists on it
+        return GeminiLlmClient(api_key=settings.google_api_key, base_url=settings.gemini_base_url)
+    if settings.llm_provider == "openai":
+        assert settings.openai_base_url is not None  # load_settings insists on it
+        return OpenAiCompatibleLlmClient(
+            base_url=settings.openai_base_url, api_key=settings.openai_api_key
+        )
+    return EchoLlmClient(piece_delay_seconds=ECHO_PIECE_DELAY_SECONDS)
+
+
+def chat_service_for(
+    settings: Settings, *, repositories: Repositories, storage: FileStorage
+) -> ChatService:
+    return ChatService(
+        chats=repositories.chats,
+        messages=repositories.messages,
+        files=repositories.files,
+        images=StoredImages(storage, max_bytes=settings.max_upload_size),
+        llm=llm_for(settings),
+        rules=ChatRules(
+            models=settings.llm_models,
+            max_history_messages=settings.llm_max_history_messages,
+            timeout_seconds=settings.llm_timeout_seconds,
+            # The offline model would only echo the request for a title back.
+            model_titles=settings.llm_provider != "echo",
+            shutdown_grace_seconds=max(1.0, settings.shutdown_timeout_seconds / 2),
+        ),
+    )
+
+
+def storage_for(settings: Settings) -> FileStorage:
+    if settings.storage_backend == "s3":
+        assert settings.s3_bucket is not None  # load_settings insists on it
+        return s3_file_storage(
+            bucket=settings.s3_bucket,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            access_key_id=settings.aws_access_key_id,
+            secret_access_key=settings.aws_secret_access_key,
+        )
+    return local_file_storage(settings.upload_dir)
+
+
 def accounts_for(
     settings: Settings,
     *,
@@ -136,6 +196,19 @@ def accounts_for(
     )
 
 
+def redis_for(settings: Settings, database_url: str) -> RedisConnection | None:
+    """Redis for the rate limits and the cache, when ``REDIS_URL`` is set.
+
+    Its keys are namespaced by the database's name: the workers and hosts of
+    one deployment share a database, so they share one budget, while another
+    deployment (or test) on the same Redis counts apart.
+    """
+    if settings.redis_url is None:
+        return None
+    database = urlsplit(database_url).path.lstrip("/") or "postgres"
+    return RedisConnection(settings.redis_url, namespace=f"gemini:{database}")
+
+
 async def bootstrap_admin(settings: Settings, accounts: AccountService) -> None:
     if settings.admin_email and settings.admin_password:
         await accounts.ensure_admin(settings.admin_email, settings.admin_password)
@@ -158,6 +231,9 @@ async def open_container(settings: Settings) -> AsyncIterator[Container]:
         stack.push_async_callback(database.close)
         hasher = Argon2PasswordHasher()
         stack.callback(hasher.close)
+        redis = redis_for(settings, url)
+        if redis is not None:
+            stack.push_async_callback(redis.close)
         container = assemble(
             settings,
             clock=SystemClock(),
@@ -173,7 +249,11 @@ async def open_container(settings: Settings) -> AsyncIterator[Container]:
             ),
             mailer=mailer_for(settings),
             hasher=hasher,
+            storage=storage_for(settings),
+            redis=redis,
         )
+        # Before the pool closes: answers being stored and titles need it.
+        stack.push_async_callback(container.chat.aclose)
         await bootstrap_admin(settings, container.accounts)
         yield container
 
@@ -184,6 +264,7 @@ def memory_container(
     clock: Clock | None = None,
     mailer: Mailer | None = None,
     hasher: PasswordHasher | None = None,
+    storage: FileStorage | None = None,
 ) -> Container:
     """Every port on in-memory adapters: no database, no network. Mail is
     recorded (``RecordingMailer``) unless another mailer is given."""
@@ -204,6 +285,7 @@ def memory_container(
         ),
         mailer=mailer or RecordingMailer(),
         hasher=hasher or Argon2PasswordHasher(),
+        storage=storage or memory_file_storage(),
     )
 
 
@@ -226,11 +308,20 @@ def assemble(
     repositories: Repositories,
     mailer: Mailer,
     hasher: PasswordHasher,
+    storage: FileStorage,
+    redis: RedisConnection | None = None,
 ) -> Container:
-    """The services over the given repositories; the rest follows the settings."""
+    """The services over the given repositories; the rest follows the settings.
+    Rate limits and the cache live in ``redis`` when one is given, else in memory."""
     repos = repositories
-    rate_limiter = InMemoryRateLimiter(clock=clock)
-    cache = InMemoryCache(clock=clock)
+    rate_limiter: RateLimiter
+    cache: Cache
+    if redis is None:
+        rate_limiter, cache = InMemoryRateLimiter(clock=clock), InMemoryCache(clock=clock)
+    else:
+        rate_limiter, cache = RedisRateLimiter(redis), RedisCache(redis)
+    if settings.metrics_enabled:
+        cache = MeteredCache(cache, metrics())
     accounts = accounts_for(
         settings,
         users=repos.users,
@@ -254,6 +345,14 @@ def assemble(
         cache=cache,
         health=HealthService(database=database, rate_limiter=rate_limiter, cache=cache),
         accounts=accounts,
+        chat=chat_service_for(settings, repositories=repos, storage=storage),
+        uploads=UploadService(
+            files=repos.files,
+            storage=storage,
+            rules=UploadRules(
+                max_size=settings.max_upload_size, quota_bytes=settings.upload_quota_bytes
+            ),
+        ),
         admin=AdminService(
             users=repos.users, sessions=repos.sessions, stats=repos.stats, clock=clock
         ),

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from gemini_core.accounts import AccountService
 from gemini_core.admin import AdminService
+from gemini_core.chats import ChatService
+from gemini_core.files import UploadService
 from gemini_core.health import HealthService
 from gemini_core.ports import (
     Cache,
@@ -37,5 +39,7 @@ class Container:
     cache: Cache
     health: HealthService
     accounts: AccountService
+    chat: ChatService
+    uploads: UploadService
     admin: AdminService
     version: str

@@ -20,10 +20,14 @@ from litestar.status_codes import (
     HTTP_403_FORBIDDEN,
     HTTP_404_NOT_FOUND,
     HTTP_409_CONFLICT,
+    HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+    HTTP_415_UNSUPPORTED_MEDIA_TYPE,
     HTTP_422_UNPROCESSABLE_ENTITY,
     HTTP_429_TOO_MANY_REQUESTS,
     HTTP_500_INTERNAL_SERVER_ERROR,
+    HTTP_502_BAD_GATEWAY,
     HTTP_503_SERVICE_UNAVAILABLE,
+    HTTP_504_GATEWAY_TIMEOUT,
 )
 from litestar.types import ExceptionHandlersMap
 
@@ -33,9 +37,14 @@ from gemini_core.errors import (
     GeminiError,
     InvalidInputError,
     NotFoundError,
+    PayloadTooLargeError,
     PermissionDeniedError,
     TooManyRequestsError,
     UnavailableError,
+    UnsupportedMediaTypeError,
+    UpstreamError,
+    UpstreamQuotaError,
+    UpstreamTimeoutError,
     VerificationFailedError,
 )
 
@@ -50,8 +59,13 @@ _STATUS_BY_ERROR: dict[type[GeminiError], int] = {
     PermissionDeniedError: HTTP_403_FORBIDDEN,
     NotFoundError: HTTP_404_NOT_FOUND,
     ConflictError: HTTP_409_CONFLICT,
+    PayloadTooLargeError: HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+    UnsupportedMediaTypeError: HTTP_415_UNSUPPORTED_MEDIA_TYPE,
     TooManyRequestsError: HTTP_429_TOO_MANY_REQUESTS,
     UnavailableError: HTTP_503_SERVICE_UNAVAILABLE,
+    UpstreamError: HTTP_502_BAD_GATEWAY,
+    UpstreamTimeoutError: HTTP_504_GATEWAY_TIMEOUT,
+    UpstreamQuotaError: HTTP_429_TOO_MANY_REQUESTS,
 }
 
 _TITLES = {
@@ -110,10 +124,17 @@ def _status_of(exc: GeminiError) -> int:
     return HTTP_500_INTERNAL_SERVER_ERROR
 
 
+def problem_for(exc: GeminiError) -> Problem:
+    """The body ``handle_core_error`` would answer, for an error that arrives after
+    a response has started (an ``error`` event in a stream)."""
+    status = _status_of(exc)
+    return Problem(status=status, title=_TITLES.get(status, "Error"), detail=exc.detail)
+
+
 def handle_core_error(_: Request[Any, Any, Any], exc: GeminiError) -> Response[Problem]:
     status = _status_of(exc)
     headers: dict[str, str] | None = None
-    if isinstance(exc, TooManyRequestsError | UnavailableError):
+    if isinstance(exc, TooManyRequestsError | UnavailableError | UpstreamQuotaError):
         headers = {"Retry-After": str(exc.retry_after)}
     elif isinstance(exc, AuthenticationError):
         headers = {"WWW-Authenticate": "Bearer"}
@@ -179,4 +200,4 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     Exception: handle_unexpected,
 }
 
-__all__ = ["EXCEPTION_HANDLERS", "PROBLEM_JSON", "Problem", "problem_response"]
+__all__ = ["EXCEPTION_HANDLERS", "PROBLEM_JSON", "Problem", "problem_for", "problem_response"]

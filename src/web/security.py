@@ -10,6 +10,7 @@ from litestar.di import NamedDependency
 from gemini_core.accounts import Client, Principal
 from gemini_core.errors import AuthenticationError, PermissionDeniedError
 from web.container import Container
+from web.logs import bind_user
 
 MAX_USER_AGENT = 512
 
@@ -20,7 +21,9 @@ async def provide_principal(
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthenticationError("Sign in first: send 'Authorization: Bearer <access token>'.")
-    return await container.accounts.authenticate(token.strip())
+    principal = await container.accounts.authenticate(token.strip())
+    bind_user(principal.user.id)  # named on the request's later log records
+    return principal
 
 
 async def provide_admin(principal: NamedDependency[Principal]) -> Principal:

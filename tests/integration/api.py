@@ -85,6 +85,9 @@ def settings_env(
         "SMTP_SECURITY": "none",
         "FROM_EMAIL": "codes@gemini.test",
         "OTP_RESEND_COOLDOWN_SECONDS": "0",
+        # These tests are about the accounts; the rate limits have their own
+        # (test_operations.py, test_redis.py).
+        "RATE_LIMIT_ENABLED": "false",
         **extra,
     }
 

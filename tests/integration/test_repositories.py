@@ -637,6 +637,47 @@ async def test_owned_keeps_the_users_files_in_the_order_asked(repos: Repos) -> N
     assert await repos.files.owned(bob.id, [a2.id]) == []
 
 
+def new_file(user_id: int, name: str, size: int) -> NewFileUpload:
+    return NewFileUpload(
+        user_id=user_id,
+        filename=name,
+        original_filename=name,
+        content_type="image/png",
+        file_size=size,
+    )
+
+
+async def test_add_within_quota_counts_only_the_owners_files(repos: Repos) -> None:
+    ann, bob = await add_user(repos, "ann"), await add_user(repos, "bob")
+    await add_file(repos, bob, "bob.png", size=1000)
+    first = await repos.files.add_within_quota(new_file(ann.id, "a.png", 60), quota=100)
+    assert first is not None
+    assert (first.user_id, first.filename, first.file_size) == (ann.id, "a.png", 60)
+    assert_utc(first.created_at)
+    assert await repos.files.get(ann.id, first.id) == first
+    assert await repos.files.add_within_quota(new_file(ann.id, "b.png", 41), quota=100) is None
+    assert await repos.files.get_by_filename("b.png") is None
+    exact = await repos.files.add_within_quota(new_file(ann.id, "c.png", 40), quota=100)
+    assert exact is not None
+    assert await repos.files.total_size(ann.id) == 100
+    with pytest.raises(ConflictError):
+        await repos.files.add_within_quota(new_file(bob.id, "a.png", 1), quota=10_000)
+    with pytest.raises(NotFoundError):
+        await repos.files.add_within_quota(new_file(99_999, "x.png", 1), quota=10)
+
+
+async def test_of_concurrent_adds_within_quota_only_what_fits_is_kept(repos: Repos) -> None:
+    ann = await add_user(repos, "ann")
+    results = await asyncio.gather(
+        *(
+            repos.files.add_within_quota(new_file(ann.id, f"{n}.png", 10), quota=35)
+            for n in range(12)
+        )
+    )
+    assert sum(result is not None for result in results) == 3
+    assert await repos.files.total_size(ann.id) == 30
+
+
 # --- one-time codes ----------------------------------------------------------
 
 
@@ -1020,3 +1061,55 @@ async def test_counts_leave_out_deleted_accounts_and_what_they_own(repos: Repos)
     counts = await repos.stats.counts(active_since=midnight, created_since=now - timedelta(days=7))
     assert (counts.total_users, counts.total_chats, counts.total_messages) == (2, 1, 3)
     assert counts.active_users == 1
+
+
+# --- message search ----------------------------------------------------------------
+
+
+async def test_search_finds_the_users_messages_with_every_word_best_first(repos: Repos) -> None:
+    ann, bob = await add_user(repos, "ann"), await add_user(repos, "bob")
+    travel = await add_chat(repos, ann, "Travel")
+    untitled = await add_chat(repos, ann)
+    theirs = await add_chat(repos, bob, "Bob's")
+    once = await say(repos, travel, "A trip to Rome next spring")
+    many = await say(repos, untitled, "Rome, Rome and again Rome: the trip of trips")
+    await say(repos, travel, "Paris in the fall")
+    await say(repos, travel, "Rome alone, without the other word")
+    await say(repos, theirs, "My own trip to Rome")
+
+    hits = await repos.messages.search(ann.id, "ROME trip", limit=10)
+    assert [hit.message.id for hit in hits] == [many, once]
+    assert [hit.chat_title for hit in hits] == [None, "Travel"]
+    stored = await repos.messages.list(ann.id, travel.id, limit=1, before=once + 1)
+    assert hits[1].message == stored[0]
+    assert "**Rome**" in hits[1].snippet
+    assert "**trip**" in hits[1].snippet
+    assert await repos.messages.search(ann.id, "rome trip", limit=1) == hits[:1]
+    assert [h.message.id for h in await repos.messages.search(bob.id, "rome", limit=10)] == [
+        (await repos.messages.list(bob.id, theirs.id, limit=1, before=None))[0].id
+    ]
+    assert await repos.messages.search(ann.id, "Berlin", limit=10) == []
+
+
+async def test_search_ties_go_to_the_newest_and_deleted_chats_are_gone(repos: Repos) -> None:
+    ann = await add_user(repos, "ann")
+    chat, other = await add_chat(repos, ann, "one"), await add_chat(repos, ann, "two")
+    older = await say(repos, chat, "rome is far")
+    newer = await say(repos, other, "rome is old")
+    assert ids([h.message for h in await repos.messages.search(ann.id, "rome", limit=10)]) == [
+        newer,
+        older,
+    ]
+    await repos.chats.delete(ann.id, other.id)
+    assert ids([h.message for h in await repos.messages.search(ann.id, "rome", limit=10)]) == [
+        older
+    ]
+
+
+async def test_search_takes_any_text_a_person_may_type(repos: Repos) -> None:
+    ann = await add_user(repos, "ann")
+    chat = await add_chat(repos, ann)
+    await say(repos, chat, "quotes and dashes")
+    for query in ('"unbalanced', "-", "!!!", "a & b | c", "'; DROP TABLE messages; --", "()"):
+        assert isinstance(await repos.messages.search(ann.id, query, limit=5), list)
+    assert len(await repos.messages.search(ann.id, '"quotes" dashes', limit=5)) == 1

@@ -4,6 +4,7 @@ server process started the way `make run` starts it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -143,6 +144,7 @@ def running_server(cwd: Path, **env: str) -> Iterator[tuple[subprocess.Popen[byt
         env=environ,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # a group of its own, so its workers go with it
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -158,7 +160,9 @@ def running_server(cwd: Path, **env: str) -> Iterator[tuple[subprocess.Popen[byt
         yield process, base
     finally:
         if process.poll() is None:
-            process.kill()
+            # The server and granian's workers: killing the parent alone orphans them.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             process.wait()
 
 
