@@ -15,12 +15,15 @@ bytes; bytes that cannot be removed are logged, never shown to the caller.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import re
 import secrets
 import unicodedata
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 
 from gemini_core.entities import FileUpload, NewFileUpload, User
 from gemini_core.errors import (
@@ -32,7 +35,7 @@ from gemini_core.errors import (
 )
 from gemini_core.images import MAX_PIXELS, MAX_SIDE, SNIFF_BYTES, ImageInfo, sniff_image
 from gemini_core.pagination import decode_id_cursor, encode_id_cursor
-from gemini_core.ports import FileUploadRepository
+from gemini_core.ports import Cache, FileUploadRepository
 from gemini_core.storage import FileStorage
 
 log = logging.getLogger(__name__)
@@ -47,6 +50,8 @@ NOT_AN_IMAGE = (
     "not by its name or declared type)."
 )
 NO_SUCH_FILE = "No such file."
+# How long a stored file's record is kept in the cache for serving it again.
+RECORD_TTL_SECONDS = 300.0
 
 # What the service generates: 32 hex digits and one of the known extensions.
 _STORED_NAME = re.compile(r"[0-9a-f]{32}\.(?:jpg|png|gif|webp)")
@@ -166,10 +171,12 @@ class UploadService:
         files: FileUploadRepository,
         storage: FileStorage,
         rules: UploadRules,
+        cache: Cache | None = None,
     ) -> None:
         self._files = files
         self._storage = storage
         self._rules = rules
+        self._cache = cache
 
     async def upload_file(
         self, owner: User, chunks: AsyncIterable[bytes], *, original_name: str | None
@@ -254,7 +261,7 @@ class UploadService:
         for anyone else, so names do not leak."""
         if not _STORED_NAME.fullmatch(filename):
             raise NotFoundError(NO_SUCH_FILE)
-        upload = await self._files.get_by_filename(filename)
+        upload = await self._record(filename)
         if upload is None or (upload.user_id != viewer.id and not viewer.is_admin):
             raise NotFoundError(NO_SUCH_FILE)
         try:
@@ -264,12 +271,53 @@ class UploadService:
             raise
         return OpenedFile(upload=upload, chunks=chunks)
 
+    async def _record(self, filename: str) -> FileUpload | None:
+        """The record behind a stored name. A chat shows the same images again
+        and again, and a record never changes once written (only its deletion
+        matters, and then the bytes are gone too), so it is cached briefly."""
+        key = f"upload:{filename}"
+        cached = await self._cache_get(key)
+        if cached is not None:
+            return _decode_record(cached)
+        upload = await self._files.get_by_filename(filename)
+        if upload is not None and self._cache is not None:
+            try:
+                await self._cache.set(key, _encode_record(upload), ttl_seconds=RECORD_TTL_SECONDS)
+            except GeminiError:
+                log.warning("could not cache the record of %s", filename)
+        return upload
+
+    async def _cache_get(self, key: str) -> bytes | None:
+        if self._cache is None:
+            return None
+        try:
+            return await self._cache.get(key)
+        except GeminiError:  # a cache that is down is only slower
+            return None
+
     async def delete_file(self, owner: User, file_id: int) -> None:
         """Forget the owner's file and remove its bytes."""
         upload = await self._files.delete(owner.id, file_id)
         if upload is None:
             raise NotFoundError(NO_SUCH_FILE)
+        if self._cache is not None:
+            try:
+                await self._cache.delete(f"upload:{upload.filename}")
+            except GeminiError:
+                log.warning("could not drop the cached record of %s", upload.filename)
         try:
             await self._storage.delete(upload.filename)
         except GeminiError:
             log.exception("file %s was deleted but its bytes could not be removed", upload.filename)
+
+
+def _encode_record(upload: FileUpload) -> bytes:
+    fields = dataclasses.asdict(upload)
+    fields["created_at"] = upload.created_at.isoformat()
+    return json.dumps(fields).encode()
+
+
+def _decode_record(raw: bytes) -> FileUpload:
+    fields = json.loads(raw)
+    fields["created_at"] = datetime.fromisoformat(fields["created_at"])
+    return FileUpload(**fields)

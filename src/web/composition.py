@@ -352,6 +352,7 @@ def assemble(
             rules=UploadRules(
                 max_size=settings.max_upload_size, quota_bytes=settings.upload_quota_bytes
             ),
+            cache=cache,
         ),
         admin=AdminService(
             users=repos.users, sessions=repos.sessions, stats=repos.stats, clock=clock

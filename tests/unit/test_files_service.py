@@ -411,3 +411,67 @@ def test_long_names_are_cut_but_keep_their_extension() -> None:
     assert cleaned.endswith("a.jpeg")
     no_extension = clean_filename("b" * 1000)
     assert no_extension == "b" * MAX_NAME_LENGTH
+
+
+# --- the record cache ----------------------------------------------------------
+
+
+class CountingFiles:
+    """The file records, counting look-ups by stored name."""
+
+    def __init__(self, inner: object) -> None:
+        self._inner = inner
+        self.lookups = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    async def get_by_filename(self, filename: str) -> FileUpload | None:
+        self.lookups += 1
+        return await self._inner.get_by_filename(filename)  # type: ignore[attr-defined, no-any-return]
+
+
+class BrokenCache:
+    async def get(self, key: str) -> bytes | None:
+        raise UnavailableError("cache down")
+
+    async def set(self, key: str, value: bytes, *, ttl_seconds: float) -> None:
+        raise UnavailableError("cache down")
+
+    async def delete(self, key: str) -> None:
+        raise UnavailableError("cache down")
+
+
+async def test_records_are_served_from_the_cache_and_dropped_on_delete(world: World) -> None:
+    from adapters.cache import InMemoryCache
+
+    files = CountingFiles(world.repos.files)
+    service = UploadService(
+        files=files,  # type: ignore[arg-type]
+        storage=ObjectFileStorage(lambda: world.store),
+        rules=UploadRules(max_size=LIMIT, quota_bytes=10 * LIMIT),
+        cache=InMemoryCache(clock=FakeClock()),
+    )
+    stored = await service.upload_file(world.ann, Feed(png()), original_name="a.png")
+    for viewer in (world.ann, world.ann, world.admin):
+        opened = await service.open_file(viewer, stored.filename)
+        assert opened.upload == stored
+    assert files.lookups == 1
+    with pytest.raises(NotFoundError):
+        await service.open_file(world.bob, stored.filename)  # the cache keeps the owner check
+    await service.delete_file(world.ann, stored.id)
+    with pytest.raises(NotFoundError):
+        await service.open_file(world.ann, stored.filename)
+    assert files.lookups == 2
+
+
+async def test_a_broken_cache_only_costs_a_lookup(world: World) -> None:
+    service = UploadService(
+        files=world.repos.files,
+        storage=ObjectFileStorage(lambda: world.store),
+        rules=UploadRules(max_size=LIMIT, quota_bytes=10 * LIMIT),
+        cache=BrokenCache(),  # type: ignore[arg-type]
+    )
+    stored = await service.upload_file(world.ann, Feed(png()), original_name="a.png")
+    assert (await service.open_file(world.ann, stored.filename)).upload == stored
+    await service.delete_file(world.ann, stored.id)
