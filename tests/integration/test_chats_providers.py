@@ -1,0 +1,194 @@
+"""The chat routes end to end with the other two model adapters: an
+OpenAI-compatible server (a local stand-in of /v1/chat/completions, reached by
+the real adapter over HTTP) and the offline echo model. The Gemini adapter's
+run of the same routes is test_chats.py."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from adapters.passwords import FastPasswordHasher
+from gemini_core.entities import NewUser
+from tests.images import png
+from web.app import create_app
+from web.settings import load_settings
+
+from .openai_standin import OpenAiStandIn
+from .standin import Reply
+
+PASSWORD = "correct horse battery"
+
+
+def base_env(tmp_path: Path, database_url: str) -> dict[str, str]:
+    return {
+        "ENVIRONMENT": "test",
+        "DATA_DIR": str(tmp_path),
+        "UPLOAD_DIR": str(tmp_path / "uploads"),
+        "DATABASE_URL": database_url,
+        "LLM_TIMEOUT_SECONDS": "2",
+        "RATE_LIMIT_ENABLED": "false",
+    }
+
+
+@pytest.fixture
+def openai_model() -> Iterator[OpenAiStandIn]:
+    with OpenAiStandIn() as standin:
+        yield standin
+
+
+async def client_for(
+    env: dict[str, str],
+) -> AsyncIterator[tuple[AsyncTestClient[Litestar], dict[str, str]]]:
+    app = create_app(settings=load_settings(environ=env, env_file=None))
+    async with AsyncTestClient(app, timeout=30) as client:
+        users = app.state.container.users
+        await users.add(
+            NewUser(
+                email="ann@example.com",
+                username="ann",
+                password_hash=await FastPasswordHasher().hash(PASSWORD),
+                is_verified=True,
+            )
+        )
+        login = await client.post(
+            "/auth/login", json={"email": "ann@example.com", "password": PASSWORD}
+        )
+        yield client, {"Authorization": f"Bearer {login.json()['access_token']}"}
+
+
+@pytest.fixture
+async def openai_api(
+    tmp_path: Path, database_url: str, openai_model: OpenAiStandIn
+) -> AsyncIterator[tuple[AsyncTestClient[Litestar], dict[str, str]]]:
+    env = base_env(tmp_path, database_url) | {
+        "LLM_PROVIDER": "openai",
+        "OPENAI_BASE_URL": openai_model.url,
+        "OPENAI_MODEL": "local-model",
+        "OPENAI_API_KEY": "sk-test",
+    }
+    async for pair in client_for(env):
+        yield pair
+
+
+@pytest.fixture
+async def echo_api(
+    tmp_path: Path, database_url: str
+) -> AsyncIterator[tuple[AsyncTestClient[Litestar], dict[str, str]]]:
+    async for pair in client_for(base_env(tmp_path, database_url)):
+        yield pair
+
+
+def events_of(response: httpx.Response) -> list[tuple[str, Any]]:
+    events = []
+    for block in response.text.split("\n\n"):
+        if block.strip():
+            fields = dict(line.split(": ", 1) for line in block.splitlines())
+            events.append((fields["event"], json.loads(fields["data"])))
+    return events
+
+
+async def test_openai_compatible_answers_with_history_system_prompt_and_images(
+    openai_api: tuple[AsyncTestClient[Litestar], dict[str, str]], openai_model: OpenAiStandIn
+) -> None:
+    client, auth = openai_api
+    chat = (
+        await client.post("/chats", json={"title": "t", "system_prompt": "Be brief."}, headers=auth)
+    ).json()
+    assert chat["model"] == "local-model"
+    first = await client.post(f"/chats/{chat['id']}/messages", json={"content": "Hi"}, headers=auth)
+    assert first.status_code == 201, first.text
+    answer = first.json()["assistant_message"]
+    assert (answer["content"], answer["status"], answer["model"]) == (
+        "Hello, world!",
+        "complete",
+        "local-model",
+    )
+    assert (answer["prompt_tokens"], answer["completion_tokens"]) == (11, 7)
+
+    picture = png(2, 2)
+    upload = await client.post(
+        "/upload", files={"file": ("p.png", picture, "image/png")}, headers=auth
+    )
+    file_id = upload.json()["id"]
+    second = await client.post(
+        f"/chats/{chat['id']}/messages",
+        json={"content": "And this?", "file_ids": [file_id]},
+        headers=auth,
+    )
+    assert second.status_code == 201, second.text
+    sent = openai_model.requests[-1].body
+    assert sent["stream"] is True
+    roles = [m["role"] for m in sent["messages"]]
+    assert roles == ["system", "user", "assistant", "user"]
+    assert sent["messages"][0]["content"] == "Be brief."
+    assert sent["messages"][1]["content"] in ("Hi", [{"type": "text", "text": "Hi"}])
+    parts = sent["messages"][-1]["content"]
+    assert parts[0] == {"type": "text", "text": "And this?"}
+    url = parts[1]["image_url"]["url"]
+    assert url.startswith("data:image/png;base64,")
+    assert base64.b64decode(url.split(",", 1)[1]) == picture
+
+
+async def test_openai_compatible_streams_and_fails_cleanly(
+    openai_api: tuple[AsyncTestClient[Litestar], dict[str, str]], openai_model: OpenAiStandIn
+) -> None:
+    client, auth = openai_api
+    chat = (await client.post("/chats", json={"title": "t"}, headers=auth)).json()
+    path = f"/chats/{chat['id']}/messages"
+    streamed = await client.post(
+        path, json={"content": "Hi"}, headers={**auth, "Accept": "text/event-stream"}
+    )
+    assert streamed.status_code == 200
+    assert streamed.headers["content-type"].startswith("text/event-stream")
+    events = events_of(streamed)
+    assert [name for name, _ in events] == ["user_message", "delta", "delta", "delta", "done"]
+    assert "".join(data["text"] for name, data in events if name == "delta") == "Hello, world!"
+
+    openai_model.plan(Reply(status=500))
+    failed = await client.post(path, json={"content": "Again"}, headers=auth)
+    assert failed.status_code == 502
+    openai_model.plan(Reply(status=429, headers={"Retry-After": "7"}))
+    quota = await client.post(path, json={"content": "Once more"}, headers=auth)
+    assert quota.status_code == 429
+    assert quota.headers["retry-after"]
+    messages = (await client.get(f"/chats/{chat['id']}", headers=auth)).json()["messages"]
+    assert [(m["role"], m["status"]) for m in messages] == [
+        ("user", "complete"),
+        ("assistant", "complete"),
+        ("user", "complete"),
+        ("assistant", "failed"),
+        ("user", "complete"),
+        ("assistant", "failed"),
+    ]
+
+
+async def test_the_offline_model_answers_and_streams_in_pieces(
+    echo_api: tuple[AsyncTestClient[Litestar], dict[str, str]],
+) -> None:
+    client, auth = echo_api
+    chat = (await client.post("/chats", json={}, headers=auth)).json()
+    assert chat["model"] == "echo"
+    assert_unknown = await client.post("/chats", json={"model": "gpt-9"}, headers=auth)
+    assert assert_unknown.status_code == 422
+    path = f"/chats/{chat['id']}/messages"
+    answered = await client.post(path, json={"content": "Plan a trip to Rome"}, headers=auth)
+    assert answered.status_code == 201
+    text = answered.json()["assistant_message"]["content"]
+    assert "offline" in text
+    assert "Plan a trip to Rome" in text
+    streamed = await client.post(
+        path, json={"content": "Hello"}, headers={**auth, "Accept": "text/event-stream"}
+    )
+    names = [name for name, _ in events_of(streamed)]
+    assert names[0] == "user_message"
+    assert names[-1] == "done"
+    assert names.count("delta") >= 3
