@@ -51,13 +51,14 @@ class HealthService:
         cache_stats: CacheStats | None
         try:
             limiter_stats = await self._rate_limiter.stats()
-        except Exception:  # a broken limiter must not break the health check
-            log.warning("rate limiter statistics unavailable", exc_info=True)
+        except Exception as exc:  # a broken limiter must not break the health check
+            # One line, no traceback: load balancers ask every few seconds.
+            log.warning("rate limiter statistics unavailable: %r", exc)
             limiter_stats = None
         try:
             cache_stats = await self._cache.stats()
-        except Exception:
-            log.warning("cache statistics unavailable", exc_info=True)
+        except Exception as exc:
+            log.warning("cache statistics unavailable: %r", exc)
             cache_stats = None
         if not database.healthy:
             status = HealthStatus.UNHEALTHY

@@ -68,7 +68,7 @@ ROTATE_BYTES = 10 * 1024 * 1024
 BACKUPS = 5
 
 # Libraries whose INFO lines are noise at our INFO.
-_QUIET = ("psycopg.pool", "pgserver", "yoyo", "httpx", "httpcore")
+_QUIET = ("psycopg.pool", "pgserver", "yoyo", "httpx", "httpx2", "httpcore", "google_genai")
 
 
 def bind_user(user_id: int) -> None:
