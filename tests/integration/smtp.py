@@ -18,7 +18,6 @@ import email.policy
 import errno
 import ipaddress
 import re
-import socket
 import ssl
 import tempfile
 import threading
@@ -34,6 +33,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as SMTPProtocol
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
+
+from .server import free_port
 
 _CODE = re.compile(r"(?<!\d)\d{6}(?!\d)")
 
@@ -162,7 +163,7 @@ class SmtpServer:
         # The controller cannot listen on port 0 (it connects to its own port to
         # check it is up), so pick a free port and retry if someone takes it first.
         for _ in range(5):
-            port = _free_port()
+            port = free_port()
             controller = Controller(
                 _Handler(self), hostname=self.host, port=port, **self._controller_kwargs
             )
@@ -234,12 +235,6 @@ class SmtpServer:
 
 def _casefolded(addresses: tuple[str, ...]) -> set[str]:
     return {a.casefold() for a in addresses}
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((SmtpServer.host, 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import signal
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -32,10 +31,10 @@ from tests.images import png
 from web.app import create_app
 from web.settings import load_settings
 
+from .api import PASSWORD, assert_problem, parse_events
 from .gemini_standin import GeminiStandIn, Reply
-from .test_service import running_server
+from .server import running_server
 
-PASSWORD = "correct horse battery"
 MODEL = "gemini-test"
 
 
@@ -127,30 +126,12 @@ class Api:
         return messages
 
 
-def parse_events(text: str) -> list[tuple[str, Any]]:
-    events = []
-    for block in text.split("\n\n"):
-        if not block.strip():
-            continue
-        fields = dict(line.split(": ", 1) for line in block.splitlines())
-        events.append((fields["event"], json.loads(fields["data"])))
-    return events
-
-
 @pytest.fixture
 async def api(tmp_path: Path, database_url: str, model: GeminiStandIn) -> AsyncIterator[Api]:
     settings = load_settings(environ=chat_env(tmp_path, database_url, model.url), env_file=None)
     app = create_app(settings=settings)
     async with AsyncTestClient(app, timeout=30) as client:
         yield Api(client, app, model)
-
-
-def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    return body
 
 
 # --- chats ------------------------------------------------------------------------------

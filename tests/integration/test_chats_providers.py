@@ -6,12 +6,9 @@ run of the same routes is test_chats.py."""
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
@@ -22,10 +19,9 @@ from tests.images import png
 from web.app import create_app
 from web.settings import load_settings
 
+from .api import PASSWORD, parse_events
 from .openai_standin import OpenAiStandIn
 from .standin import Reply
-
-PASSWORD = "correct horse battery"
 
 
 def base_env(tmp_path: Path, database_url: str) -> dict[str, str]:
@@ -87,15 +83,6 @@ async def echo_api(
         yield pair
 
 
-def events_of(response: httpx.Response) -> list[tuple[str, Any]]:
-    events = []
-    for block in response.text.split("\n\n"):
-        if block.strip():
-            fields = dict(line.split(": ", 1) for line in block.splitlines())
-            events.append((fields["event"], json.loads(fields["data"])))
-    return events
-
-
 async def test_openai_compatible_answers_with_history_system_prompt_and_images(
     openai_api: tuple[AsyncTestClient[Litestar], dict[str, str]], openai_model: OpenAiStandIn
 ) -> None:
@@ -149,7 +136,7 @@ async def test_openai_compatible_streams_and_fails_cleanly(
     )
     assert streamed.status_code == 200
     assert streamed.headers["content-type"].startswith("text/event-stream")
-    events = events_of(streamed)
+    events = parse_events(streamed.text)
     assert [name for name, _ in events] == ["user_message", "delta", "delta", "delta", "done"]
     assert "".join(data["text"] for name, data in events if name == "delta") == "Hello, world!"
 
@@ -188,7 +175,7 @@ async def test_the_offline_model_answers_and_streams_in_pieces(
     streamed = await client.post(
         path, json={"content": "Hello"}, headers={**auth, "Accept": "text/event-stream"}
     )
-    names = [name for name, _ in events_of(streamed)]
+    names = [name for name, _ in parse_events(streamed.text)]
     assert names[0] == "user_message"
     assert names[-1] == "done"
     assert names.count("delta") >= 3

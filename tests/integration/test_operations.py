@@ -22,7 +22,7 @@ from web.metrics import metrics
 from web.settings import load_settings
 
 from .gemini_standin import GeminiStandIn, Reply
-from .test_service import running_server
+from .server import running_server
 
 ADMIN = {"email": "root@example.com", "password": "a long admin passphrase"}
 

@@ -30,7 +30,7 @@ from gemini_core.ports import Cache, RateLimiter
 from web.app import create_app
 
 from .proxy import TcpProxy
-from .test_service import running_server, settings_for
+from .server import running_server, settings_for
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
 pytestmark = pytest.mark.skipif(not REDIS_URL, reason="needs REDIS_URL")

@@ -7,7 +7,6 @@ import json
 import logging
 import multiprocessing
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import pytest
 from litestar.testing import AsyncTestClient
 
+from tests.config import production_settings
 from web.app import create_app
 from web.composition import memory_container
 from web.logs import (
@@ -29,23 +29,6 @@ from web.logs import (
 from web.settings import Settings, load_settings
 
 GUIDE_FIELDS = {"timestamp", "level", "logger", "message", "module", "function", "line"}
-
-
-def production_settings(tmp_path: Path, **env: str) -> Settings:
-    return load_settings(
-        environ={
-            "ENVIRONMENT": "production",
-            "DATA_DIR": str(tmp_path),
-            "LOG_DIR": str(tmp_path / "logs"),
-            "SECRET_KEY": "k3y-" + uuid.uuid4().hex + uuid.uuid4().hex,
-            "SMTP_HOST": "mail.example.com",
-            "LLM_PROVIDER": "echo",
-            "ALLOWED_HOSTS": "testserver.local",
-            "RATE_LIMIT_ENABLED": "false",
-            **env,
-        },
-        env_file=None,
-    )
 
 
 @pytest.fixture(autouse=True)

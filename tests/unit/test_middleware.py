@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import re
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from litestar.testing import AsyncTestClient
 
 from gemini_core.health import HealthService
 from gemini_core.ports import RateLimitDecision, RateLimiterStats
+from tests.config import production_settings
 from web.app import create_app
 from web.clientip import ClientAddressResolver
 from web.composition import memory_container
@@ -112,18 +112,7 @@ async def test_the_docs_pages_may_load_their_scripts(client: AsyncTestClient[Lit
 
 
 async def test_production_adds_hsts(tmp_path: Path) -> None:
-    settings = load_settings(
-        environ={
-            "ENVIRONMENT": "production",
-            "DATA_DIR": str(tmp_path),
-            "LOG_DIR": str(tmp_path / "logs"),
-            "SECRET_KEY": "k3y-" + uuid.uuid4().hex + uuid.uuid4().hex,
-            "SMTP_HOST": "mail.example.com",
-            "LLM_PROVIDER": "echo",
-            "ALLOWED_HOSTS": "testserver.local",
-        },
-        env_file=None,
-    )
+    settings = production_settings(tmp_path, RATE_LIMIT_ENABLED="true")
     app = create_app(memory_container(settings))
     async with AsyncTestClient(app) as client:
         response = await client.get("/health")

@@ -1,0 +1,69 @@
+"""Starting the service in tests: settings for an in-process app, and the real
+``gemini-backend serve`` process, as `make run` starts it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from web.settings import Settings, load_settings
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+def settings_for(data_dir: Path, database_url: str | None, **env: str) -> Settings:
+    environ = {"ENVIRONMENT": "test", "DATA_DIR": str(data_dir), **env}
+    if database_url is not None:
+        environ["DATABASE_URL"] = database_url
+    return load_settings(environ=environ, env_file=None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextmanager
+def running_server(cwd: Path, **env: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """``gemini-backend serve`` as `make run` starts it, ready on /health."""
+    port = free_port()
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "DATABASE_"))}
+    environ.update(env, PYTHONPATH=str(SRC), PORT=str(port))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "web.cli", "serve"],
+        cwd=cwd,
+        env=environ,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # a group of its own, so its workers go with it
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert process.poll() is None, "the server exited"
+            assert time.monotonic() < deadline, "no answer on /health within 90 s"
+            try:
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        yield process, base
+    finally:
+        if process.poll() is None:
+            # The server and granian's workers: killing the parent alone orphans them.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
