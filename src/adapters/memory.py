@@ -41,7 +41,7 @@ from gemini_core.entities import (
     UserSession,
 )
 from gemini_core.errors import ConflictError, InvalidInputError, NotFoundError
-from gemini_core.ports import Clock, Counts, DatabaseStatus, SearchHit
+from gemini_core.ports import Clock, Counts, DatabaseStatus, IssueGuard, SearchHit
 
 __all__ = [
     "InMemoryChatRepository",
@@ -452,8 +452,12 @@ class InMemoryOtpRepository(_Repository):
         codes = [otp for otp in self._for(email) if otp.purpose == purpose]
         return max(codes, key=lambda otp: otp.id, default=None)
 
-    async def issued_since(self, email: str, since: datetime) -> builtins.list[datetime]:
-        return sorted(otp.created_at for otp in self._for(email) if otp.created_at >= since)
+    async def add_if_allowed(
+        self, otp: NewOtpVerification, *, since: datetime, allow: IssueGuard
+    ) -> OtpVerification:
+        # No await between the check and the store: one step on the event loop.
+        allow(sorted(code.created_at for code in self._for(otp.email) if code.created_at >= since))
+        return await self.add(otp)
 
     async def record_attempt(self, otp_id: int) -> int:
         otp = self._store.otps.get(otp_id)

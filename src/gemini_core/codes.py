@@ -2,8 +2,8 @@
 
 A code lives ``ttl_seconds``, is used once, and dies after ``max_attempts``
 tries (then even the right code fails). A new code for the same email and
-purpose replaces the old one. Issuing is limited per email: one per
-``resend_cooldown_seconds`` and ``max_per_hour`` in any hour.
+purpose replaces the old one. Issuing is limited per email, whatever the
+purpose: one per ``resend_cooldown_seconds`` and ``max_per_hour`` in any hour.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import hmac
 import logging
 import math
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from gemini_core.entities import NewOtpVerification, OtpPurpose, OtpVerification
 from gemini_core.errors import (
@@ -63,20 +64,20 @@ class OneTimeCodes:
         message = f"{purpose.value}\x00{email}\x00{code}".encode()
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()
 
-    async def _check_limits(self, email: str, purpose: OtpPurpose) -> None:
-        now = self._clock.now()
-        latest = await self._otps.latest(email, purpose)
-        if latest is not None:
-            ready_at = latest.created_at + timedelta(seconds=self._rules.resend_cooldown_seconds)
+    def _refuse_if_too_soon(self, now: datetime, issued: Sequence[datetime]) -> None:
+        """``TooManyRequestsError`` if the cooldown since this email's latest code
+        (any purpose) or the hourly cap forbids another code now."""
+        if issued:
+            ready_at = issued[-1] + timedelta(seconds=self._rules.resend_cooldown_seconds)
             if now < ready_at:
                 wait = math.ceil((ready_at - now).total_seconds())
                 raise TooManyRequestsError(
                     f"A code was sent moments ago; ask again in {wait} seconds.", retry_after=wait
                 )
         # A code issued exactly an hour ago has just left the window.
-        issued = [t for t in await self._otps.issued_since(email, now - HOUR) if t > now - HOUR]
-        if len(issued) >= self._rules.max_per_hour:
-            oldest_counted = issued[-self._rules.max_per_hour]
+        in_window = [moment for moment in issued if moment > now - HOUR]
+        if len(in_window) >= self._rules.max_per_hour:
+            oldest_counted = in_window[-self._rules.max_per_hour]
             wait = max(1, math.ceil((oldest_counted + HOUR - now).total_seconds()))
             raise TooManyRequestsError(
                 "Too many codes for this address this hour; try again later.", retry_after=wait
@@ -84,17 +85,24 @@ class OneTimeCodes:
 
     async def send(self, email: str, purpose: OtpPurpose) -> None:
         """Issue a code and mail it. If the mail cannot be handed over, the code
-        is forgotten and the mailer's ``UnavailableError`` propagates."""
-        await self._check_limits(email, purpose)
+        is forgotten and the mailer's ``UnavailableError`` propagates.
+
+        The limits are checked and the code stored as one step per email, so
+        they hold exactly however many requests for one address race, in
+        however many processes.
+        """
+        now = self._clock.now()
         code = f"{secrets.randbelow(1_000_000):06d}"
-        expires_at = self._clock.now() + timedelta(seconds=self._rules.ttl_seconds)
-        otp = await self._otps.add(
+        cooldown = timedelta(seconds=self._rules.resend_cooldown_seconds)
+        otp = await self._otps.add_if_allowed(
             NewOtpVerification(
                 email=email,
                 purpose=purpose,
                 code_hash=self._digest(email, purpose, code),
-                expires_at=expires_at,
-            )
+                expires_at=now + timedelta(seconds=self._rules.ttl_seconds),
+            ),
+            since=now - max(HOUR, cooldown),
+            allow=lambda issued: self._refuse_if_too_soon(now, issued),
         )
         mail = code_mail(to=email, purpose=purpose, code=code, ttl_seconds=self._rules.ttl_seconds)
         try:

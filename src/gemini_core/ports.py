@@ -12,7 +12,7 @@ reach another user's data by guessing an id.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -180,19 +180,31 @@ class FileUploadRepository(Protocol):
         ...
 
 
+# Raises to refuse a new code, given when this email's recent codes were issued.
+IssueGuard = Callable[[Sequence[datetime]], None]
+
+
 class OtpRepository(Protocol):
     async def add(self, otp: NewOtpVerification) -> OtpVerification:
         """Store a code. Earlier unused codes for the same email and purpose are
-        retired (marked consumed), not deleted, so ``count_since`` still sees them."""
+        retired (marked consumed), not deleted, so the hourly cap still counts them."""
         ...
 
     async def latest(self, email: str, purpose: OtpPurpose) -> OtpVerification | None:
         """The newest code for this email and purpose, used or not."""
         ...
 
-    async def issued_since(self, email: str, since: datetime) -> list[datetime]:
-        """When each code (any purpose) issued for this email since ``since`` was
-        issued, oldest first: the hourly cap counts them and waits for the oldest."""
+    async def add_if_allowed(
+        self, otp: NewOtpVerification, *, since: datetime, allow: IssueGuard
+    ) -> OtpVerification:
+        """Store a code if ``allow`` lets it, decided as one step per email.
+
+        ``allow`` is called with the moments every code for this email (any
+        purpose, compared case-insensitively) was issued since ``since``,
+        oldest first, while no other code for that email can be issued by any
+        process; if it raises, nothing is stored and its error propagates.
+        Otherwise the code is stored as ``add`` does.
+        """
         ...
 
     async def record_attempt(self, otp_id: int) -> int:

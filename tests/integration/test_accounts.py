@@ -17,6 +17,7 @@ from web.app import create_app
 from web.settings import load_settings
 
 from .api import PASSWORD, Api, assert_problem, settings_env
+from .server import running_server
 from .smtp import SmtpServer
 
 # --- sign-up -------------------------------------------------------------------
@@ -457,3 +458,61 @@ async def test_the_first_admin_comes_from_the_environment_once(
             "/auth/login", json={"email": "root@example.com", "password": "rotated passphrase"}
         )
         assert new.status_code == 200
+
+
+# --- code issuing under concurrency, on the real server ----------------------------
+
+
+async def _send_codes_at_once(base: str, bodies: list[dict[str, str]]) -> list[int]:
+    """Every body to /auth/send-otp at the same moment, each on its own connection."""
+    limits = httpx.Limits(max_connections=len(bodies))
+    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
+        # Open the connections first, so the sends are not spread out by handshakes.
+        await asyncio.gather(*(client.get("/health") for _ in bodies))
+        responses = await asyncio.gather(*(client.post("/auth/send-otp", json=b) for b in bodies))
+    return [response.status_code for response in responses]
+
+
+def test_racing_code_requests_for_one_address_get_one_code(
+    tmp_path: Path, database_url: str, smtp_server: SmtpServer
+) -> None:
+    """Thirty requests for one address, of both purposes and any letter case, at
+    once across two workers: the cooldown lets exactly one through."""
+    env = settings_env(
+        tmp_path, database_url, smtp_server, WORKERS="2", OTP_RESEND_COOLDOWN_SECONDS="60"
+    )
+    with running_server(tmp_path, **env) as (_, base):
+        bodies = [
+            {
+                "email": "ann@example.com" if n % 2 else "ANN@Example.com",
+                "purpose": "password_reset" if n % 3 else "email_verification",
+            }
+            for n in range(30)
+        ]
+        statuses = asyncio.run(_send_codes_at_once(base, bodies))
+        assert sorted(statuses) == [202] + [429] * 29
+    assert len(smtp_server.mails_to("ann@example.com")) == 1
+
+
+def test_racing_code_requests_stop_at_the_hourly_cap(
+    tmp_path: Path, database_url: str, smtp_server: SmtpServer
+) -> None:
+    env = settings_env(tmp_path, database_url, smtp_server, WORKERS="2", OTP_MAX_PER_HOUR="5")
+    with running_server(tmp_path, **env) as (_, base):
+        bodies = [{"email": "bob@example.com", "purpose": "email_verification"}] * 30
+        statuses = asyncio.run(_send_codes_at_once(base, bodies))
+        assert sorted(statuses) == [202] * 5 + [429] * 25
+    assert len(smtp_server.mails_to("bob@example.com")) == 5
+
+
+async def test_the_cooldown_holds_across_purposes(
+    tmp_path: Path, database_url: str, smtp_server: SmtpServer
+) -> None:
+    env = settings_env(tmp_path, database_url, smtp_server, OTP_RESEND_COOLDOWN_SECONDS="60")
+    app = create_app(settings=load_settings(environ=env, env_file=None))
+    async with AsyncTestClient(app) as client:
+        verify = {"email": "ann@example.com", "purpose": "email_verification"}
+        reset = {"email": "Ann@example.com", "purpose": "password_reset"}
+        assert (await client.post("/auth/send-otp", json=verify)).status_code == 202
+        assert_problem(await client.post("/auth/send-otp", json=reset), 429)
+    assert len(smtp_server.mails_to("ann@example.com")) == 1

@@ -53,7 +53,12 @@ from gemini_core.entities import (
     UserChanges,
     UserSession,
 )
-from gemini_core.errors import ConflictError, InvalidInputError, NotFoundError
+from gemini_core.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    TooManyRequestsError,
+)
 from gemini_core.ports import (
     ChatRepository,
     FileUploadRepository,
@@ -709,6 +714,19 @@ async def test_the_latest_code_replaces_earlier_ones(repos: Repos) -> None:
     assert await repos.otps.consume(reset.id, repos.clock.now()) is True
 
 
+async def issue_times(repos: Repos, email: str, since: datetime) -> list[datetime]:
+    """What ``add_if_allowed`` shows its guard for ``email``; the guard refuses."""
+    seen: list[datetime] = []
+
+    def refuse(issued: Sequence[datetime]) -> None:
+        seen.extend(issued)
+        raise TooManyRequestsError("no", retry_after=1)
+
+    with pytest.raises(TooManyRequestsError):
+        await repos.otps.add_if_allowed(new_otp(repos, email), since=since, allow=refuse)
+    return seen
+
+
 async def test_codes_are_counted_by_email_since_a_time(repos: Repos) -> None:
     start = repos.clock.now() - timedelta(seconds=1)
     for email, purpose in (
@@ -717,13 +735,53 @@ async def test_codes_are_counted_by_email_since_a_time(repos: Repos) -> None:
         ("b@x.io", EMAIL),
     ):
         await repos.otps.add(new_otp(repos, email, purpose))
-    issued = await repos.otps.issued_since("ann@EXAMPLE.com", start)
+    issued = await issue_times(repos, "ann@EXAMPLE.com", start)
     assert len(issued) == 2
     assert issued == sorted(issued)
     assert all(moment.tzinfo is not None and moment >= start for moment in issued)
-    assert len(await repos.otps.issued_since("b@x.io", start)) == 1
-    assert await repos.otps.issued_since("ann@example.com", start + timedelta(hours=1)) == []
-    assert await repos.otps.issued_since("nobody@example.com", start) == []
+    assert len(await issue_times(repos, "b@x.io", start)) == 1
+    assert await issue_times(repos, "ann@example.com", start + timedelta(hours=1)) == []
+    assert await issue_times(repos, "nobody@example.com", start) == []
+    # A refusal stores nothing.
+    assert await repos.otps.latest("nobody@example.com", EMAIL) is None
+
+
+async def test_a_code_is_added_when_its_guard_allows(repos: Repos) -> None:
+    start = repos.clock.now() - timedelta(seconds=1)
+    first = await repos.otps.add_if_allowed(
+        new_otp(repos, "ann@example.com"), since=start, allow=lambda issued: None
+    )
+    assert await repos.otps.latest("ann@example.com", EMAIL) == first
+    second = await repos.otps.add_if_allowed(
+        new_otp(repos, "ann@example.com"), since=start, allow=lambda issued: None
+    )
+    assert await repos.otps.latest("ann@example.com", EMAIL) == second
+    assert await repos.otps.consume(first.id, repos.clock.now()) is False  # retired
+
+
+async def test_concurrent_guarded_adds_for_one_email_are_serialised(repos: Repos) -> None:
+    """Every guard sees the codes stored before it, whatever the purpose or
+    letter case: a guard allowing one code at a time lets exactly one through."""
+    start = repos.clock.now() - timedelta(seconds=1)
+
+    def only_the_first(issued: Sequence[datetime]) -> None:
+        if issued:
+            raise TooManyRequestsError("one is enough", retry_after=1)
+
+    async def attempt(n: int) -> bool:
+        email = "ann@example.com" if n % 2 else "ANN@Example.COM"
+        otp = new_otp(repos, email, RESET if n % 3 else EMAIL)
+        try:
+            await repos.otps.add_if_allowed(otp, since=start, allow=only_the_first)
+        except TooManyRequestsError:
+            return False
+        return True
+
+    # Warm the pool first, so the attempts really run side by side.
+    await asyncio.gather(*(repos.otps.latest("warm@example.com", EMAIL) for _ in range(20)))
+    results = await asyncio.gather(*(attempt(n) for n in range(20)))
+    assert sum(results) == 1
+    assert len(await issue_times(repos, "ann@example.com", start)) == 1
 
 
 async def test_wrong_tries_are_counted(repos: Repos) -> None:

@@ -103,6 +103,9 @@ async def test_the_cooldown_and_the_hourly_cap_follow_the_clock() -> None:
     with pytest.raises(TooManyRequestsError) as cooldown:
         await send("ann@example.com", VERIFY)
     assert cooldown.value.retry_after == 40
+    # The cooldown is the address's, whatever the code is for.
+    with pytest.raises(TooManyRequestsError):
+        await send("ANN@example.com", RESET)
     world.clock.advance(seconds=40)
     await send("ann@example.com", VERIFY)
     world.clock.advance(seconds=60)

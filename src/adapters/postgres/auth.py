@@ -9,8 +9,17 @@ so of two racing requests exactly one sees a row updated.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import cast
 
-from adapters.postgres._common import Row, execute, fetch_all, fetch_one, utc, utc_or_none
+from adapters.postgres._common import (
+    Row,
+    execute,
+    fetch_all,
+    fetch_one,
+    translated_errors,
+    utc,
+    utc_or_none,
+)
 from adapters.postgres.pool import Database
 from adapters.postgres.users import user_from_row
 from gemini_core.entities import (
@@ -22,6 +31,7 @@ from gemini_core.entities import (
     UserSession,
 )
 from gemini_core.errors import NotFoundError
+from gemini_core.ports import IssueGuard
 
 # --- one-time codes ----------------------------------------------------------
 
@@ -55,6 +65,14 @@ LIMIT 1
 """
 )
 
+# Codes for one email are issued one at a time, across every connection: the
+# lock lasts until the transaction ends, so the next issuer reads this code.
+# The two-key form keeps these locks apart from the migrations' one-key lock.
+_LOCK_OTP_EMAIL = """
+SELECT pg_advisory_xact_lock(%(lock_class)s, hashtext(lower(%(email)s)))
+"""
+_OTP_EMAIL_LOCK_CLASS = 0x6F7470  # "otp"
+
 _OTP_ISSUED_SINCE = """
 SELECT created_at FROM otp_verifications
 WHERE lower(email) = lower(%(email)s) AND created_at >= %(since)s
@@ -87,6 +105,15 @@ def _otp(row: Row) -> OtpVerification:
     )
 
 
+def _otp_params(otp: NewOtpVerification) -> dict[str, object]:
+    return {
+        "email": otp.email,
+        "purpose": otp.purpose.value,
+        "code_hash": otp.code_hash,
+        "expires_at": otp.expires_at,
+    }
+
+
 class PostgresOtpRepository:
     """The ``OtpRepository`` port on the ``otp_verifications`` table."""
 
@@ -94,26 +121,28 @@ class PostgresOtpRepository:
         self._db = db
 
     async def add(self, otp: NewOtpVerification) -> OtpVerification:
-        row = await fetch_one(
-            self._db,
-            _INSERT_OTP,
-            {
-                "email": otp.email,
-                "purpose": otp.purpose.value,
-                "code_hash": otp.code_hash,
-                "expires_at": otp.expires_at,
-            },
-        )
+        row = await fetch_one(self._db, _INSERT_OTP, _otp_params(otp))
+        assert row is not None
+        return _otp(row)
+
+    async def add_if_allowed(
+        self, otp: NewOtpVerification, *, since: datetime, allow: IssueGuard
+    ) -> OtpVerification:
+        async with self._db.transaction() as conn:
+            with translated_errors():
+                lock = {"lock_class": _OTP_EMAIL_LOCK_CLASS, "email": otp.email}
+                await conn.execute(_LOCK_OTP_EMAIL, lock)
+                cursor = await conn.execute(_OTP_ISSUED_SINCE, {"email": otp.email, "since": since})
+                issued = cast("list[Row]", await cursor.fetchall())
+                allow([utc(row["created_at"]) for row in issued])
+                cursor = await conn.execute(_INSERT_OTP, _otp_params(otp))
+                row = cast("Row | None", await cursor.fetchone())
         assert row is not None
         return _otp(row)
 
     async def latest(self, email: str, purpose: OtpPurpose) -> OtpVerification | None:
         row = await fetch_one(self._db, _LATEST_OTP, {"email": email, "purpose": purpose.value})
         return None if row is None else _otp(row)
-
-    async def issued_since(self, email: str, since: datetime) -> list[datetime]:
-        rows = await fetch_all(self._db, _OTP_ISSUED_SINCE, {"email": email, "since": since})
-        return [utc(row["created_at"]) for row in rows]
 
     async def record_attempt(self, otp_id: int) -> int:
         row = await fetch_one(self._db, _RECORD_OTP_FAILURE, {"id": otp_id})
