@@ -23,6 +23,7 @@ from web.container import Container
 from web.docs import docs_router, openapi_config
 from web.files import FilesController
 from web.health import HealthController
+from web.json_body import JsonBodyRequest
 from web.logs import configure_logging
 from web.problems import EXCEPTION_HANDLERS
 from web.settings import Settings, load_settings
@@ -66,6 +67,7 @@ def create_app(container: Container | None = None, *, settings: Settings | None 
         middleware=operations.route_middleware(settings),
         cors_config=operations.cors_config(settings),
         request_max_body_size=operations.MAX_JSON_BODY,
+        request_class=JsonBodyRequest,
         dependencies={"container": Provide(_provide_container, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi_config(composition.app_version()) if docs else None,

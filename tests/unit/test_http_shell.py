@@ -14,6 +14,7 @@ from litestar.testing import AsyncTestClient
 from gemini_core.errors import ConflictError, UnavailableError
 from web.app import create_app
 from web.composition import memory_container
+from web.json_body import is_json
 from web.problems import EXCEPTION_HANDLERS
 from web.settings import Settings, load_settings
 
@@ -175,3 +176,33 @@ async def test_unexpected_errors_never_leak_internals(
     assert "srv" not in response.text
     assert "Traceback" not in response.text
     assert "secret" not in str(body)
+
+
+@pytest.mark.parametrize(
+    ("media_type", "expected"),
+    [
+        ("application/json", True),
+        ("Application/JSON", True),
+        ("application/merge-patch+json", True),
+        ("text/plain", False),
+        ("application/x-www-form-urlencoded", False),
+        ("text/json+xml", False),
+        ("", False),
+    ],
+)
+def test_only_json_media_types_are_read_as_json(media_type: str, expected: bool) -> None:
+    assert is_json(media_type) is expected
+
+
+async def test_a_json_route_refuses_a_body_that_is_not_json(
+    client: AsyncTestClient[Litestar],
+) -> None:
+    body = b'{"email": "ann@example.com", "purpose": "email_verification"}'
+    for headers in ({"Content-Type": "text/plain"}, {}):
+        response = await client.post("/auth/send-otp", content=body, headers=headers)
+        assert_problem(response, 415)
+    nested = b'{"email": ' + b"[" * 2_000 + b"]" * 2_000 + b"}"
+    response = await client.post(
+        "/auth/send-otp", content=nested, headers={"Content-Type": "application/json"}
+    )
+    assert_problem(response, 400)
