@@ -78,6 +78,10 @@ class InMemoryStore:
             raise NotFoundError("A record this refers to does not exist.")
 
 
+def _is_active_admin(user: User) -> bool:
+    return user.is_admin and user.is_active and user.deleted_at is None
+
+
 class _Repository:
     """Holds the shared store (a private one when none is given) and the clock."""
 
@@ -171,6 +175,16 @@ class InMemoryUserRepository(_Repository):
             updated_at=self._now(),
         )
         self._store.users[user_id] = updated
+        return updated
+
+    async def update_keeping_an_admin(self, user_id: int, changes: UserChanges) -> User | None:
+        # No await between the change, the check and the undo: one step.
+        before = self._store.users.get(user_id)
+        updated = await self.update(user_id, changes)
+        if not any(_is_active_admin(user) for user in self._store.users.values()):
+            assert before is not None
+            self._store.users[user_id] = before
+            return None
         return updated
 
     async def touch(self, user_id: int, seen_at: datetime) -> None:

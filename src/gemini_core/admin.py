@@ -1,8 +1,10 @@
 """Administration: statistics, and managing other users' accounts.
 
 Every action is written to the ``gemini.audit`` log as who did what to whom.
-An admin cannot delete, deactivate or demote their own account, so the last
-admin cannot lock everyone out by accident.
+An admin cannot delete, deactivate or demote their own account, and no change
+may leave the service without an active admin (decided atomically, so two
+admins demoting each other at once cannot both succeed): nothing but a
+database edit could recover from that.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ audit_log = logging.getLogger("gemini.audit")
 
 MAX_PAGE_SIZE = 100
 NEW_USER_WINDOW = timedelta(days=7)
+LAST_ADMIN = "The last active admin cannot be demoted, deactivated or deleted."
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +100,20 @@ class AdminService:
             raise NotFoundError("No such user.")
         return user
 
+    async def _update(self, target: User, changes: UserChanges) -> User:
+        """Apply ``changes``, refusing (409) any that would leave no active admin."""
+        takes_away_admin = target.is_admin and (
+            changes.is_admin is False
+            or changes.is_active is False
+            or changes.deleted_at is not None
+        )
+        if not takes_away_admin:
+            return await self._users.update(target.id, changes)
+        updated = await self._users.update_keeping_an_admin(target.id, changes)
+        if updated is None:
+            raise ConflictError(LAST_ADMIN)
+        return updated
+
     async def edit_user(self, admin: Principal, user_id: int, edit: AccountEdit) -> User:
         target = await self._live_user(user_id)
         if target.id == admin.user.id and (edit.is_admin is False or edit.is_active is False):
@@ -110,7 +127,7 @@ class AdminService:
             is_verified=edit.is_verified,
             is_admin=edit.is_admin,
         )
-        updated = await self._users.update(target.id, changes)
+        updated = await self._update(target, changes)
         revoked = 0
         if target.is_active and not updated.is_active:
             revoked = await self._sessions.revoke_all(target.id, self._clock.now())
@@ -132,7 +149,7 @@ class AdminService:
         if target.id == admin.user.id:
             raise ConflictError("You cannot delete your own account.")
         now = self._clock.now()
-        await self._users.update(target.id, UserChanges(deleted_at=now))
+        await self._update(target, UserChanges(deleted_at=now))
         revoked = await self._sessions.revoke_all(target.id, now)
         audit_log.info(
             "user deleted",

@@ -67,6 +67,13 @@ class UserRepository(Protocol):
         """Apply ``changes``; ``NotFoundError`` for no such user, ``ConflictError`` as in add."""
         ...
 
+    async def update_keeping_an_admin(self, user_id: int, changes: UserChanges) -> User | None:
+        """Apply ``changes`` as ``update`` does, unless afterwards no account would
+        be an active admin (admin, active, not deleted); then change nothing and
+        return ``None``. Decided as one step against every other such update, in
+        every process, so two admins demoting each other at once cannot both win."""
+        ...
+
     async def touch(self, user_id: int, seen_at: datetime) -> None:
         """Record that the user used the service at ``seen_at``."""
         ...

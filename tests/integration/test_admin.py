@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+import psycopg
 import pytest
 from litestar.testing import AsyncTestClient
 
@@ -16,6 +19,7 @@ from web.app import create_app
 from web.settings import load_settings
 
 from .api import PASSWORD, Api, assert_problem, settings_env
+from .server import running_server
 from .smtp import SmtpServer
 
 ADMIN_EMAIL = "root@example.com"
@@ -203,3 +207,96 @@ async def test_soft_delete_keeps_the_row_and_ends_everything(admin: Admin) -> No
         f"/admin/users/{user_id}", json={"is_active": True}, headers=admin.headers
     )
     assert_problem(edit, 404)
+
+
+# --- the last admin, on the real server ----------------------------------------------
+
+
+async def _race_admins(base: str, smtp: SmtpServer) -> None:
+    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+        root = (
+            await client.post(
+                "/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
+            )
+        ).json()
+        await client.post(
+            "/auth/send-otp", json={"email": "ann@example.com", "purpose": "email_verification"}
+        )
+        code = await smtp.wait_for_code_async("ann@example.com")
+        user_data = {"email": "ann@example.com", "username": "ann", "password": PASSWORD}
+        registered = await client.post(
+            "/auth/register",
+            json={"email": "ann@example.com", "otp_code": code, "user_data": user_data},
+        )
+        ann = registered.json()
+        admins = {
+            root["user"]["id"]: {"Authorization": f"Bearer {root['access_token']}"},
+            ann["user"]["id"]: {"Authorization": f"Bearer {ann['access_token']}"},
+        }
+        (root_id, root_auth), (ann_id, ann_auth) = admins.items()
+        promoted = await client.put(
+            f"/admin/users/{ann_id}", json={"is_admin": True}, headers=root_auth
+        )
+        assert promoted.status_code == 200
+
+        for _ in range(5):
+            # Each demotes the other at the same moment, on connections of their own.
+            async with (
+                httpx.AsyncClient(base_url=base, timeout=60) as a,
+                httpx.AsyncClient(base_url=base, timeout=60) as b,
+            ):
+                await asyncio.gather(a.get("/health"), b.get("/health"))
+                answers = await asyncio.gather(
+                    a.put(f"/admin/users/{ann_id}", json={"is_admin": False}, headers=root_auth),
+                    b.put(f"/admin/users/{root_id}", json={"is_admin": False}, headers=ann_auth),
+                )
+            # The loser is refused by the last-admin rule (409), or is no admin
+            # any more by the time its request is checked (403).
+            statuses = sorted(answer.status_code for answer in answers)
+            assert statuses in ([200, 403], [200, 409])
+            for answer in answers:
+                if answer.status_code == 409:
+                    assert "last active admin" in assert_problem(answer, 409)["detail"]
+            winner, loser = (
+                (root_auth, ann_id) if answers[0].status_code == 200 else (ann_auth, root_id)
+            )
+            listed = (await client.get("/admin/users", headers=winner)).json()["items"]
+            assert [user["id"] for user in listed if user["is_admin"]] != [loser]
+            assert sum(user["is_admin"] for user in listed) == 1
+            again = await client.put(
+                f"/admin/users/{loser}", json={"is_admin": True}, headers=winner
+            )
+            assert again.status_code == 200
+
+        async with (
+            httpx.AsyncClient(base_url=base, timeout=60) as a,
+            httpx.AsyncClient(base_url=base, timeout=60) as b,
+        ):
+            answers = await asyncio.gather(
+                a.delete(f"/admin/users/{ann_id}", headers=root_auth),
+                b.put(f"/admin/users/{root_id}", json={"is_active": False}, headers=ann_auth),
+            )
+        # One wins; the other is refused, or finds itself deactivated (401) or
+        # deleted first.
+        assert sum(answer.status_code in (200, 204) for answer in answers) == 1
+        assert {answer.status_code for answer in answers} <= {200, 204, 401, 403, 409}
+
+
+def test_two_admins_demoting_each_other_at_once_leave_one_admin(
+    tmp_path: Path, database_url: str, smtp_server: SmtpServer
+) -> None:
+    env = settings_env(
+        tmp_path,
+        database_url,
+        smtp_server,
+        WORKERS="2",
+        ADMIN_EMAIL=ADMIN_EMAIL,
+        ADMIN_PASSWORD=ADMIN_PASSWORD,
+    )
+    with running_server(tmp_path, **env) as (_, base):
+        asyncio.run(_race_admins(base, smtp_server))
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM users WHERE is_admin AND is_active AND deleted_at IS NULL"
+        ).fetchone()
+    assert row == (1,)

@@ -311,6 +311,47 @@ async def test_search_matches_email_or_username_parts_and_skips_deleted(repos: R
         await repos.users.search(None, offset=-1, limit=10)
 
 
+async def test_an_update_keeping_an_admin_refuses_to_take_the_last_one(repos: Repos) -> None:
+    root = await add_user(repos, "root", is_admin=True)
+    ann = await add_user(repos, "ann", is_admin=True)
+    await add_user(repos, "idle", is_admin=True, is_active=False)  # counts for nothing
+    demoted = await repos.users.update_keeping_an_admin(ann.id, UserChanges(is_admin=False))
+    assert demoted is not None
+    assert demoted.is_admin is False
+    for change in (
+        UserChanges(is_admin=False),
+        UserChanges(is_active=False),
+        UserChanges(deleted_at=repos.clock.now()),
+    ):
+        assert await repos.users.update_keeping_an_admin(root.id, change) is None
+        assert await repos.users.get(root.id) == root  # nothing changed
+    renamed = await repos.users.update_keeping_an_admin(root.id, UserChanges(full_name="Root"))
+    assert renamed is not None
+    assert renamed.full_name == "Root"
+    with pytest.raises(NotFoundError):
+        await repos.users.update_keeping_an_admin(root.id + 1000, UserChanges(is_admin=False))
+
+
+async def test_admins_demoting_each_other_at_once_leave_one(repos: Repos) -> None:
+    admins = [await add_user(repos, f"admin{n}", is_admin=True) for n in range(6)]
+    changes = [
+        UserChanges(is_admin=False),
+        UserChanges(is_active=False),
+        UserChanges(deleted_at=repos.clock.now()),
+    ]
+    # Warm the pool first, so the updates really run side by side.
+    await asyncio.gather(*(repos.users.get(admin.id) for admin in admins * 3))
+    results = await asyncio.gather(
+        *(
+            repos.users.update_keeping_an_admin(admin.id, changes[n % 3])
+            for n, admin in enumerate(admins)
+        )
+    )
+    assert sum(result is None for result in results) == 1
+    left = [await repos.users.get(admin.id) for admin in admins]
+    assert sum(u is not None and u.is_admin and u.is_active and not u.is_deleted for u in left) == 1
+
+
 # --- chats -------------------------------------------------------------------
 
 

@@ -8,8 +8,19 @@ indexes on ``lower(email)`` and ``lower(username)``; they are stored as given
 from __future__ import annotations
 
 from datetime import datetime
+from typing import cast
 
-from adapters.postgres._common import Row, execute, fetch_all, fetch_one, utc, utc_or_none
+import psycopg
+
+from adapters.postgres._common import (
+    Row,
+    execute,
+    fetch_all,
+    fetch_one,
+    translated_errors,
+    utc,
+    utc_or_none,
+)
 from adapters.postgres.pool import Database
 from gemini_core.entities import NewUser, User, UserChanges, UserPage
 from gemini_core.errors import InvalidInputError, NotFoundError
@@ -52,6 +63,18 @@ WHERE id = %(id)s
 RETURNING"""
     + _COLUMNS
 )
+
+# Changes that may take away an admin are made one at a time, each then
+# checking that an active admin is left: two admins demoting each other at
+# once would otherwise each see the other still in place.
+_LOCK_ADMIN_CHANGES = "SELECT pg_advisory_xact_lock(%(lock_class)s, 0)"
+_ADMIN_CHANGES_LOCK_CLASS = 0x61646D  # "adm"
+
+_ANY_ACTIVE_ADMIN = """
+SELECT EXISTS (
+    SELECT 1 FROM users WHERE is_admin AND is_active AND deleted_at IS NULL
+) AS found
+"""
 
 # Requests may finish out of order; the latest sighting wins.
 _TOUCH = """
@@ -99,6 +122,22 @@ def user_from_row(row: Row) -> User:
     )
 
 
+def _update_params(user_id: int, changes: UserChanges) -> dict[str, object]:
+    return {
+        "id": user_id,
+        "email": changes.email,
+        "username": changes.username,
+        "full_name": changes.full_name,
+        "clear_full_name": changes.clear_full_name,
+        "password_hash": changes.password_hash,
+        "is_active": changes.is_active,
+        "is_verified": changes.is_verified,
+        "is_admin": changes.is_admin,
+        "last_login_at": changes.last_login_at,
+        "deleted_at": changes.deleted_at,
+    }
+
+
 class PostgresUserRepository:
     """The ``UserRepository`` port on the ``users`` table."""
 
@@ -131,26 +170,25 @@ class PostgresUserRepository:
         return None if row is None else user_from_row(row)
 
     async def update(self, user_id: int, changes: UserChanges) -> User:
-        row = await fetch_one(
-            self._db,
-            _UPDATE,
-            {
-                "id": user_id,
-                "email": changes.email,
-                "username": changes.username,
-                "full_name": changes.full_name,
-                "clear_full_name": changes.clear_full_name,
-                "password_hash": changes.password_hash,
-                "is_active": changes.is_active,
-                "is_verified": changes.is_verified,
-                "is_admin": changes.is_admin,
-                "last_login_at": changes.last_login_at,
-                "deleted_at": changes.deleted_at,
-            },
-        )
+        row = await fetch_one(self._db, _UPDATE, _update_params(user_id, changes))
         if row is None:
             raise NotFoundError("No such user.")
         return user_from_row(row)
+
+    async def update_keeping_an_admin(self, user_id: int, changes: UserChanges) -> User | None:
+        async with self._db.transaction() as conn:
+            with translated_errors():
+                await conn.execute(_LOCK_ADMIN_CHANGES, {"lock_class": _ADMIN_CHANGES_LOCK_CLASS})
+                cursor = await conn.execute(_UPDATE, _update_params(user_id, changes))
+                row = cast("Row | None", await cursor.fetchone())
+                if row is None:
+                    raise NotFoundError("No such user.")
+                cursor = await conn.execute(_ANY_ACTIVE_ADMIN)
+                left = cast("Row", await cursor.fetchone())
+                if not left["found"]:
+                    raise psycopg.Rollback
+                return user_from_row(row)
+        return None
 
     async def touch(self, user_id: int, seen_at: datetime) -> None:
         await execute(self._db, _TOUCH, {"id": user_id, "seen_at": seen_at})
