@@ -2,7 +2,10 @@
 
 ``SmtpMailer`` translates every failure of the mail server (refused,
 unreachable, too slow, wrong login) into ``UnavailableError``: for the caller
-they all mean the same thing, the code did not go out.
+they all mean the same thing, the code did not go out. The one failure that is
+the caller's is an address the server cannot carry (a non-ASCII mailbox when
+the server does not offer SMTPUTF8): that is ``InvalidInputError``, a 422, not
+an outage anyone could trigger at will.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Literal
 
 import aiosmtplib
 
-from gemini_core.errors import UnavailableError
+from gemini_core.errors import InvalidInputError, UnavailableError
 from gemini_core.ports import OutgoingMail
 
 logger = logging.getLogger("gemini.mail")
@@ -25,6 +28,9 @@ logger = logging.getLogger("gemini.mail")
 SmtpSecurity = Literal["starttls", "tls", "none"]
 
 _UNREACHABLE = "The mail server could not be reached; try again later."
+_NOT_MAILABLE = (
+    "We cannot send mail to an address with non-ASCII characters before the @; use another address."
+)
 _CODE = re.compile(r"(?<!\d)\d{6}(?!\d)")
 
 
@@ -93,14 +99,13 @@ class SmtpMailer:
                     tls_context=self._tls_context,
                     timeout=self._timeout,
                 )
+        except aiosmtplib.SMTPNotSupported as exc:
+            if mail.to.isascii():
+                raise self._unreachable(exc) from exc
+            logger.info("mail not sent: %s:%d does not offer SMTPUTF8", self._host, self._port)
+            raise InvalidInputError(_NOT_MAILABLE, field="email") from exc
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            logger.warning(
-                "mail not sent: %s from %s:%d",
-                type(exc).__name__,
-                self._host,
-                self._port,
-            )
-            raise UnavailableError(_UNREACHABLE) from exc
+            raise self._unreachable(exc) from exc
         if refused:
             logger.warning(
                 "mail not sent: %s:%d refused the recipient (%s)",
@@ -109,6 +114,10 @@ class SmtpMailer:
                 next(iter(refused.values())).code,
             )
             raise UnavailableError(_UNREACHABLE)
+
+    def _unreachable(self, exc: BaseException) -> UnavailableError:
+        logger.warning("mail not sent: %s from %s:%d", type(exc).__name__, self._host, self._port)
+        return UnavailableError(_UNREACHABLE)
 
 
 class ConsoleMailer:

@@ -377,7 +377,9 @@ class Mailer(Protocol):
     async def send(self, mail: OutgoingMail) -> None:
         """Hand the mail to the mail server.
 
-        ``UnavailableError`` when the server refuses it or cannot be reached in time.
+        ``UnavailableError`` when the server refuses it or cannot be reached in time;
+        ``InvalidInputError`` (field ``email``) when the address is one this server
+        cannot carry, such as a non-ASCII mailbox on a server without SMTPUTF8.
         """
         ...
 

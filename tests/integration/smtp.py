@@ -103,7 +103,7 @@ class SmtpServer:
     ``username``/``password`` make it require that login (over plain text too).
     ``tls_context`` (a server context) offers STARTTLS, required when
     ``require_starttls``; with ``implicit_tls`` it speaks TLS from the first byte
-    instead.
+    instead. ``smtputf8`` offers SMTPUTF8 (non-ASCII mailboxes).
     """
 
     host = "127.0.0.1"
@@ -116,6 +116,7 @@ class SmtpServer:
         tls_context: ssl.SSLContext | None = None,
         require_starttls: bool = False,
         implicit_tls: bool = False,
+        smtputf8: bool = False,
     ) -> None:
         self.username = username
         self.password = password
@@ -126,7 +127,12 @@ class SmtpServer:
         self.messages: list[ReceivedMail] = []
         self.port = 0
         self._arrived = threading.Condition()
-        controller_kwargs: dict[str, Any] = {"auth_require_tls": False}
+        controller_kwargs: dict[str, Any] = {
+            "auth_require_tls": False,
+            # Offered or not, as a real server may (without it, like aiosmtpd's
+            # default, a non-ASCII mailbox cannot be sent to).
+            "enable_SMTPUTF8": smtputf8,
+        }
         if username is not None:
             # Enforced at RCPT rather than with ``auth_required``, which warns on
             # every connection when login over plain text is allowed.

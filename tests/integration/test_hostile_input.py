@@ -8,8 +8,9 @@ from pathlib import Path
 
 import httpx
 
-from .api import assert_problem
+from .api import PASSWORD, assert_problem, settings_env
 from .server import running_server
+from .smtp import SmtpServer
 from .test_operations import ADMIN, production_env
 
 
@@ -57,3 +58,42 @@ def test_bodies_that_cannot_be_decoded_or_are_not_json_answer_4xx_quietly(
     app_log = (tmp_path / "logs" / "app.log").read_text()
     assert "RecursionError" not in app_log
     assert "Traceback" not in app_log
+
+
+def test_addresses_that_cannot_be_mailed_are_422_not_an_outage(
+    database_url: str, tmp_path: Path, smtp_server: SmtpServer
+) -> None:
+    """The SMTP server here offers no SMTPUTF8, like many relays."""
+    env = settings_env(tmp_path, database_url, smtp_server)
+    with running_server(tmp_path, **env) as (_, base), httpx.Client(base_url=base) as client:
+
+        def send(email: str) -> httpx.Response:
+            body = {"email": email, "purpose": "email_verification"}
+            return client.post("/auth/send-otp", json=body)
+
+        for email in (
+            "\uff41\uff4e\uff4e@example.com",  # full-width "ann"
+            "jos\u00e9@example.com",
+            "an\u200bn@example.com",  # a zero-width space
+            "ann@exa\u200bmple.com",
+            "ann\u202e@example.com",  # a direction override
+            "a..b@example.com",
+        ):
+            problem = assert_problem(send(email), 422)
+            assert problem["errors"][0]["field"] == "email"
+        assert smtp_server.messages == []
+
+        # An international domain is mailed in its IDNA form, which is what is kept.
+        assert send("Ann@B\u00fccher.example").status_code == 202
+        code = smtp_server.wait_for_code("ann@xn--bcher-kva.example")
+        user_data = {"email": "ann@bücher.example", "username": "ann", "password": PASSWORD}
+        registered = client.post(
+            "/auth/register",
+            json={"email": "ann@xn--bcher-kva.example", "otp_code": code, "user_data": user_data},
+        )
+        assert registered.status_code == 201, registered.text
+        assert registered.json()["user"]["email"] == "ann@xn--bcher-kva.example"
+        login = client.post(
+            "/auth/login", json={"email": "ANN@bücher.example", "password": PASSWORD}
+        )
+        assert login.status_code == 200

@@ -11,7 +11,7 @@ import pytest
 
 from adapters.mail import SmtpMailer, SmtpSecurity
 from gemini_core.entities import OtpPurpose
-from gemini_core.errors import UnavailableError
+from gemini_core.errors import InvalidInputError, UnavailableError
 from gemini_core.mail import code_mail
 from gemini_core.ports import OutgoingMail
 
@@ -184,3 +184,25 @@ async def test_security_none_never_upgrades_even_when_offered(tls: TlsPair) -> N
         # The mailer would not trust this certificate; "none" never asks to see it.
         await _mailer(server.port, security="none").send(_mail("141421"))
         assert server.wait_for_code(TO) == "141421"
+
+
+async def test_a_non_ascii_mailbox_without_smtputf8_is_the_callers_error(
+    smtp_server: SmtpServer,
+) -> None:
+    to = "\uff41\uff4e\uff4e@example.com"  # full-width "ann"
+    mail = code_mail(to=to, purpose=OtpPurpose.EMAIL_VERIFICATION, code="123456", ttl_seconds=60)
+    with pytest.raises(InvalidInputError) as refused:
+        await _mailer(smtp_server.port).send(mail)
+    assert refused.value.field == "email"
+    assert smtp_server.messages == []
+
+
+async def test_a_non_ascii_mailbox_goes_out_where_smtputf8_is_offered() -> None:
+    to = "jos\u00e9@example.com"
+    mail = code_mail(to=to, purpose=OtpPurpose.EMAIL_VERIFICATION, code="654321", ttl_seconds=60)
+    with SmtpServer(smtputf8=True) as server:
+        await _mailer(server.port).send(mail)
+        [received] = server.mails_to(to)
+    assert received.rcpt_tos == (to,)
+    assert received.message["To"] == to
+    assert "654321" in received.text
