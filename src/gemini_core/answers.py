@@ -10,7 +10,10 @@ assistant message is stored exactly once:
   ``failed``, holding the text received so far, then the error is raised;
 - the reader goes away (the task is cancelled, or the iterator is closed before
   the end, as when an HTTP client disconnects): the model call is abandoned at
-  once and what arrived is stored ``failed``.
+  once and what arrived is stored ``failed``;
+- the server must stop before the answer could finish (``abandon_running``):
+  the model call is abandoned at once, what arrived is stored ``failed``, then
+  ``UnavailableError`` is raised, so the reader can tell its user to ask again.
 
 Stores run in tasks of their own, so a cancellation that hits the reader
 cannot cut them short; the service keeps a reference to every such task.
@@ -24,7 +27,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Protocol
@@ -40,6 +43,7 @@ from gemini_core.entities import (
 )
 from gemini_core.errors import (
     GeminiError,
+    UnavailableError,
     UpstreamError,
     UpstreamQuotaError,
     UpstreamTimeoutError,
@@ -63,6 +67,7 @@ _TITLE_PROMPT = (
     "Answer with the title alone: no quotes, no final punctuation."
 )
 UNEXPECTED = "Something went wrong on our side; it has been logged."
+SHUTTING_DOWN = "The server is shutting down; ask again."
 
 
 class ImageSource(Protocol):
@@ -134,6 +139,20 @@ class Answerer:
         self._settings = settings
         self._tasks = tasks
         self._titling: set[int] = set()
+        self._abandoned = False
+        self._model_waits: set[asyncio.Timeout] = set()
+
+    @property
+    def abandoned(self) -> bool:
+        return self._abandoned
+
+    def abandon_running(self) -> None:
+        """End every answer under way, and any started from now on, with
+        ``UnavailableError``; each is stored ``failed`` with the text so far."""
+        self._abandoned = True
+        now = asyncio.get_running_loop().time()
+        for wait in self._model_waits:
+            wait.reschedule(now)
 
     async def answer(
         self, chat: Chat, question: Message, model: str
@@ -170,7 +189,7 @@ class Answerer:
                     timeout_seconds=self._settings.timeout_seconds,
                 )
                 async with aclosing(self._llm.stream(request)) as stream:
-                    async for item in stream:
+                    while (item := await self._next_from(stream)) is not None:
                         if isinstance(item, Usage):
                             usage = item
                         elif item.text:
@@ -181,7 +200,8 @@ class Answerer:
                 if not "".join(pieces).strip():
                     raise UpstreamError("The model sent an empty answer.")
             except GeminiError as exc:
-                outcome = outcome_of(exc)
+                # An answer cut short by a server that is stopping is not the model's fault.
+                outcome = "cancelled" if self._abandoned else outcome_of(exc)
                 saving = store(MessageStatus.FAILED)
                 await asyncio.shield(saving)
                 raise
@@ -204,6 +224,29 @@ class Answerer:
             self._log_call(
                 "answer", chat, model, outcome, started, first_piece_at, usage, len(pieces)
             )
+
+    async def _next_from(self, stream: AsyncIterator[LlmChunk | Usage]) -> LlmChunk | Usage | None:
+        """The model's next item, or ``None`` after the last; ``UnavailableError``
+        once answers are abandoned, even in the middle of the wait."""
+        if self._abandoned:
+            raise UnavailableError(SHUTTING_DOWN)
+        # A deadline with no time set, which ``abandon_running`` brings forward.
+        # It wraps this one wait and none of the answer's yields, so the
+        # cancellation it causes lands on the model call, never on whatever
+        # the reader is awaiting between two pieces.
+        try:
+            async with asyncio.timeout(None) as wait:
+                self._model_waits.add(wait)
+                try:
+                    return await anext(stream)
+                finally:
+                    self._model_waits.discard(wait)
+        except StopAsyncIteration:
+            return None
+        except TimeoutError:
+            if wait.expired():
+                raise UnavailableError(SHUTTING_DOWN) from None
+            raise
 
     # --- what the model sees ------------------------------------------------------
 

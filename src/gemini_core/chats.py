@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from gemini_core.answers import (
+    SHUTTING_DOWN,
     AnswerDelta,
     AnswerDone,
     Answerer,
@@ -33,7 +34,7 @@ from gemini_core.entities import (
     NewChat,
     NewMessage,
 )
-from gemini_core.errors import InvalidInputError, NotFoundError
+from gemini_core.errors import InvalidInputError, NotFoundError, UnavailableError
 from gemini_core.llm import LlmClient
 from gemini_core.pagination import decode_chat_cursor, encode_chat_cursor
 from gemini_core.ports import ChatRepository, FileUploadRepository, MessageRepository, SearchHit
@@ -79,6 +80,7 @@ class ChatRules:
     model_titles: bool = True
     """Ask the model for titles; else a chat is titled with its first words."""
     shutdown_grace_seconds: float = 10.0
+    """What background work (stores, titles) gets at ``aclose`` before it is cancelled."""
 
     @property
     def default_model(self) -> str:
@@ -257,8 +259,10 @@ class ChatService:
 
         ``NotFoundError`` for a chat, or any file, that is not the caller's;
         then nothing is stored. The model is not called until the exchange's
-        events are read.
+        events are read. ``UnavailableError`` once answers are abandoned.
         """
+        if self._answerer.abandoned:  # stored now, it could only get a failed answer
+            raise UnavailableError(SHUTTING_DOWN)
         content = _check_content(content)
         wanted = _check_file_ids(file_ids)
         chat = await self._require_chat(user_id, chat_id)
@@ -290,6 +294,13 @@ class ChatService:
         return await self._messages.search(user_id, query, limit=limit)
 
     # --- lifetime -------------------------------------------------------------------
+
+    def abandon_answers(self) -> None:
+        """End the answers still streaming, for a server that must stop before
+        they could finish: each is stored ``failed`` with the text received so
+        far and its reader gets ``UnavailableError`` (ask again). From now on
+        messages are refused with that error too."""
+        self._answerer.abandon_running()
 
     async def settle(self) -> None:
         """Wait for background work (answers being stored, titles); for tests."""

@@ -15,7 +15,7 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 
-from web import composition, operations
+from web import composition, operations, shutdown
 from web.admin import AdminController
 from web.auth import AuthController
 from web.chats import ChatsController, SearchController
@@ -48,7 +48,14 @@ def create_app(container: Container | None = None, *, settings: Settings | None 
             app.state.container = container
             yield
             return
-        async with composition.open_container(resolved_settings) as built:
+        async with (
+            composition.open_container(resolved_settings) as built,
+            # Answers still streaming at a stop signal end in time to be stored.
+            shutdown.after_stop_signal(
+                built.chat.abandon_answers,
+                seconds=composition.answer_grace_seconds(resolved_settings),
+            ),
+        ):
             app.state.container = built
             yield
 

@@ -139,9 +139,20 @@ def chat_service_for(
             timeout_seconds=settings.llm_timeout_seconds,
             # The offline model would only echo the request for a title back.
             model_titles=settings.llm_provider != "echo",
-            shutdown_grace_seconds=max(1.0, settings.shutdown_timeout_seconds / 2),
+            shutdown_grace_seconds=settings.shutdown_timeout_seconds / 4,
         ),
     )
+
+
+def answer_grace_seconds(settings: Settings) -> float:
+    """How long answers still streaming may go on after a stop signal.
+
+    Granian kills a worker still busy ``SHUTDOWN_TIMEOUT_SECONDS`` after the
+    signal. Answers get the first half, then are abandoned (``web.shutdown``);
+    the background work left at close gets a quarter (``chat_service_for``),
+    and the last quarter is for storing abandoned answers, closing and exiting.
+    """
+    return settings.shutdown_timeout_seconds / 2
 
 
 def storage_for(settings: Settings) -> FileStorage:

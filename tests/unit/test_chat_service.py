@@ -626,6 +626,52 @@ async def test_closing_the_service_waits_for_work_and_closes_the_model(titling: 
     assert chat.title is not None
 
 
+async def test_abandoning_ends_an_answer_waiting_on_the_model_stored_failed(
+    world: World,
+) -> None:
+    chat_id = await world.chat()
+    world.llm.will(Script(pieces=("So", " far"), hang=True))
+    exchange = await world.service.send_message(world.ann, chat_id, "Go")
+    seen: list[str] = []
+
+    async def read() -> None:
+        async for event in exchange.events:
+            assert isinstance(event, AnswerDelta)
+            seen.append(event.text)
+
+    reader = asyncio.create_task(read())
+    await asyncio.wait_for(world.llm.hanging.wait(), 5)
+    world.service.abandon_answers()
+    with pytest.raises(UnavailableError, match="shutting down"):
+        await reader
+    assert world.llm.finished == 1, "the model call was left at once"
+    assert seen == ["So", " far"]
+    stored = await world.stored(chat_id)
+    assert (stored[-1].status, stored[-1].content) == (MessageStatus.FAILED, "So far")
+    assert len(stored) == 2, "stored once"
+
+
+async def test_abandoning_ends_an_answer_between_pieces_at_its_next_one(world: World) -> None:
+    chat_id = await world.chat()
+    world.llm.will(Script(pieces=("Par", "tial", " more")))
+    exchange = await world.service.send_message(world.ann, chat_id, "Go")
+    assert await anext(exchange.events) == AnswerDelta("Par")
+    world.service.abandon_answers()  # while the reader holds the first piece
+    with pytest.raises(UnavailableError):
+        await anext(exchange.events)
+    stored = await world.stored(chat_id)
+    assert (stored[-1].status, stored[-1].content) == (MessageStatus.FAILED, "Par")
+
+
+async def test_once_answers_are_abandoned_new_messages_are_refused(world: World) -> None:
+    chat_id = await world.chat()
+    world.service.abandon_answers()
+    with pytest.raises(UnavailableError):
+        await world.service.send_message(world.ann, chat_id, "Anyone?")
+    assert await world.stored(chat_id) == []
+    assert world.llm.requests == []
+
+
 # --- images from file storage -----------------------------------------------------------
 
 
