@@ -183,6 +183,15 @@ class FileUpload:
     file_size: int
     created_at: datetime
 
+    @property
+    def download_name(self) -> str:
+        """The name to suggest when the file is saved: the uploader's, with the
+        extension of what its bytes are (``x.html`` holding a PNG saves as
+        ``x.png``, never as a page a browser would render)."""
+        _, _, extension = self.filename.rpartition(".")
+        stem, dot, _ = self.original_filename.rpartition(".")
+        return f"{stem if dot and stem else self.original_filename}.{extension}"
+
 
 @dataclass(frozen=True, slots=True)
 class NewFileUpload:

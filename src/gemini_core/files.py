@@ -261,31 +261,40 @@ class UploadService:
         for anyone else, so names do not leak."""
         if not _STORED_NAME.fullmatch(filename):
             raise NotFoundError(NO_SUCH_FILE)
-        upload = await self._record(filename)
+        upload, from_cache = await self._record(filename)
         if upload is None or (upload.user_id != viewer.id and not viewer.is_admin):
             raise NotFoundError(NO_SUCH_FILE)
         try:
             chunks = await self._storage.open(upload.filename)
         except NotFoundError:
+            if from_cache:
+                # Deleted since it was cached (say, by another process whose
+                # cache this is not): a stale entry, not lost bytes.
+                await self._forget_record(filename)
+                if await self._files.get_by_filename(filename) is None:
+                    raise
             log.error("file %s is recorded but its bytes are missing", upload.filename)
             raise
         return OpenedFile(upload=upload, chunks=chunks)
 
-    async def _record(self, filename: str) -> FileUpload | None:
-        """The record behind a stored name. A chat shows the same images again
-        and again, and a record never changes once written (only its deletion
-        matters, and then the bytes are gone too), so it is cached briefly."""
+    async def _record(self, filename: str) -> tuple[FileUpload | None, bool]:
+        """The record behind a stored name, and whether it came from the cache.
+
+        A chat shows the same images again and again, and a record never
+        changes once written (only its deletion matters, and then the bytes are
+        gone too), so it is cached briefly.
+        """
         key = f"upload:{filename}"
         cached = await self._cache_get(key)
         if cached is not None:
-            return _decode_record(cached)
+            return _decode_record(cached), True
         upload = await self._files.get_by_filename(filename)
         if upload is not None and self._cache is not None:
             try:
                 await self._cache.set(key, _encode_record(upload), ttl_seconds=RECORD_TTL_SECONDS)
             except GeminiError:
                 log.warning("could not cache the record of %s", filename)
-        return upload
+        return upload, False
 
     async def _cache_get(self, key: str) -> bytes | None:
         if self._cache is None:
@@ -295,16 +304,20 @@ class UploadService:
         except GeminiError:  # a cache that is down is only slower
             return None
 
+    async def _forget_record(self, filename: str) -> None:
+        if self._cache is None:
+            return
+        try:
+            await self._cache.delete(f"upload:{filename}")
+        except GeminiError:
+            log.warning("could not drop the cached record of %s", filename)
+
     async def delete_file(self, owner: User, file_id: int) -> None:
         """Forget the owner's file and remove its bytes."""
         upload = await self._files.delete(owner.id, file_id)
         if upload is None:
             raise NotFoundError(NO_SUCH_FILE)
-        if self._cache is not None:
-            try:
-                await self._cache.delete(f"upload:{upload.filename}")
-            except GeminiError:
-                log.warning("could not drop the cached record of %s", upload.filename)
+        await self._forget_record(upload.filename)
         try:
             await self._storage.delete(upload.filename)
         except GeminiError:

@@ -363,7 +363,9 @@ def assemble(
             rules=UploadRules(
                 max_size=settings.max_upload_size, quota_bytes=settings.upload_quota_bytes
             ),
-            cache=cache,
+            # A deletion drops the cached record only where it happens: a cache
+            # private to this process would outlive deletions made by others.
+            cache=cache if redis is not None else None,
         ),
         admin=AdminService(
             users=repos.users, sessions=repos.sessions, stats=repos.stats, clock=clock

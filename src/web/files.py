@@ -107,7 +107,7 @@ class FilesController(Controller):
             media_type=upload.content_type,
             headers={
                 "Content-Length": str(upload.file_size),
-                "Content-Disposition": inline_disposition(upload.original_filename),
+                "Content-Disposition": inline_disposition(upload.download_name),
                 "X-Content-Type-Options": "nosniff",
                 "Cache-Control": "private",
             },

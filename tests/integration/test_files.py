@@ -4,6 +4,7 @@ bytes in a local folder and in S3 (moto's server): every test runs on both."""
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -22,7 +23,9 @@ from web.settings import load_settings
 
 from .api import Api, assert_problem, settings_env
 from .s3 import S3Server, s3_server  # noqa: F401  (a fixture)
+from .server import running_server
 from .smtp import SmtpServer
+from .test_operations import ADMIN, production_env
 
 LIMIT = 256 * 1024
 BOUNDARY = "gemini-test-boundary"
@@ -148,7 +151,8 @@ async def test_every_image_kind_is_stored_and_served_back(files: Files, kind: st
     assert served.content == data
     assert served.headers["content-type"] == content_type
     assert served.headers["x-content-type-options"] == "nosniff"
-    assert served.headers["content-disposition"] == 'inline; filename="My Photo.bin"'
+    # The uploader's name, with the extension of what the bytes are.
+    assert served.headers["content-disposition"] == f'inline; filename="My Photo{extension}"'
     assert served.headers["cache-control"] == "private"
     assert served.headers["content-length"] == str(len(data))
 
@@ -192,6 +196,21 @@ async def test_a_traversal_shaped_name_is_only_metadata(files: Files) -> None:
         assert [p for p in tree if "evil" in p or "cron" in p] == []
     served = await files.get(body["url"], ann)
     assert served.headers["content-disposition"] == 'inline; filename="evil.png"'
+
+
+async def test_a_page_name_is_suggested_with_the_images_extension(files: Files) -> None:
+    ann = await files.sign_up("ann")
+    for name, suggested in (
+        ("x.html", "x.png"),
+        ("x.svg", "x.png"),
+        ("report.pdf.exe", "report.pdf.png"),
+        ("noextension", "noextension.png"),
+        (".htaccess", "htaccess.png"),  # leading dots are cleaned off first
+    ):
+        body = await files.uploaded(ann, png(), name=name)
+        assert body["original_filename"] == name.lstrip(".")  # the record keeps the name
+        served = await files.get(body["url"], ann)
+        assert served.headers["content-disposition"] == f'inline; filename="{suggested}"'
 
 
 async def test_a_name_beyond_ascii_is_sent_both_ways(files: Files) -> None:
@@ -493,3 +512,32 @@ async def test_an_unreachable_s3_is_503(
         assert "127.0.0.1" not in problem["detail"]
         assert response.headers["retry-after"]
         assert (await client.get("/files", headers=bearer(token))).json()["items"] == []
+
+
+# --- two workers, no shared cache ----------------------------------------------------
+
+
+def test_a_deleted_file_is_a_quiet_404_in_every_worker(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without Redis each worker would have had a cache of its own: the one that
+    did not delete the file kept its record and logged an error per fetch."""
+    env = production_env(tmp_path, database_url, WORKERS="2", RATE_LIMIT_ENABLED="false")
+    monkeypatch.delenv("REDIS_URL", raising=False)  # the server inherits the environment
+    with running_server(tmp_path, **env) as (process, base):
+        login = httpx.post(f"{base}/auth/login", json=ADMIN)
+        auth = bearer(login.json()["access_token"])
+        uploaded = httpx.post(f"{base}/upload", files={"file": ("a.png", png())}, headers=auth)
+        assert uploaded.status_code == 201, uploaded.text
+        body = uploaded.json()
+        # Fresh connections, so both workers serve (and could cache) the record.
+        for _ in range(12):
+            assert httpx.get(f"{base}{body['url']}", headers=auth).status_code == 200
+        assert httpx.delete(f"{base}/files/{body['id']}", headers=auth).status_code == 204
+        for _ in range(12):
+            assert_problem(httpx.get(f"{base}{body['url']}", headers=auth), 404)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    errors = tmp_path / "logs" / "error.log"
+    assert not errors.exists() or errors.read_text() == ""
+    assert "bytes are missing" not in (tmp_path / "logs" / "app.log").read_text()

@@ -475,3 +475,49 @@ async def test_a_broken_cache_only_costs_a_lookup(world: World) -> None:
     stored = await service.upload_file(world.ann, Feed(png()), original_name="a.png")
     assert (await service.open_file(world.ann, stored.filename)).upload == stored
     await service.delete_file(world.ann, stored.id)
+
+
+async def test_a_record_cached_by_one_process_and_deleted_by_another_is_a_plain_miss(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two processes, each with a cache of its own, over one database and store."""
+    from adapters.cache import InMemoryCache
+
+    def process() -> UploadService:
+        return UploadService(
+            files=world.repos.files,
+            storage=ObjectFileStorage(lambda: world.store),
+            rules=UploadRules(max_size=LIMIT, quota_bytes=10 * LIMIT),
+            cache=InMemoryCache(clock=FakeClock()),
+        )
+
+    first, second = process(), process()
+    stored = await first.upload_file(world.ann, Feed(png()), original_name="a.png")
+    await second.open_file(world.ann, stored.filename)  # now in the second's cache
+    await first.delete_file(world.ann, stored.id)
+    with caplog.at_level(logging.WARNING, logger="gemini_core.files"):
+        for _ in range(3):
+            with pytest.raises(NotFoundError):
+                await second.open_file(world.ann, stored.filename)
+    assert caplog.records == []
+
+
+async def test_bytes_missing_behind_a_live_record_are_still_reported(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    from adapters.cache import InMemoryCache
+
+    service = UploadService(
+        files=world.repos.files,
+        storage=ObjectFileStorage(lambda: world.store),
+        rules=UploadRules(max_size=LIMIT, quota_bytes=10 * LIMIT),
+        cache=InMemoryCache(clock=FakeClock()),
+    )
+    stored = await service.upload_file(world.ann, Feed(png()), original_name="a.png")
+    await service.open_file(world.ann, stored.filename)  # cached
+    obstore.delete(world.store, stored.filename)
+    with caplog.at_level(logging.ERROR, logger="gemini_core.files"), pytest.raises(NotFoundError):
+        await service.open_file(world.ann, stored.filename)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"file {stored.filename} is recorded but its bytes are missing"
+    ]
