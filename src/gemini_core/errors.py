@@ -98,9 +98,13 @@ class UpstreamQuotaError(UpstreamError):
         self.retry_after = retry_after
 
 
+# How long a caller is asked to wait (``Retry-After``) when a dependency is down.
+UNAVAILABLE_RETRY_AFTER_SECONDS = 5
+
+
 class UnavailableError(GeminiError):
     """A dependency (database, mail server, model) cannot serve right now."""
 
-    def __init__(self, detail: str, *, retry_after: int = 5) -> None:
+    def __init__(self, detail: str, *, retry_after: int = UNAVAILABLE_RETRY_AFTER_SECONDS) -> None:
         super().__init__(detail)
         self.retry_after = retry_after

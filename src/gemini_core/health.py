@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TypeVar
 
 from gemini_core.ports import (
     Cache,
@@ -16,6 +20,12 @@ from gemini_core.ports import (
 )
 
 log = logging.getLogger(__name__)
+
+# Load balancers ask every few seconds; an outage is worth a line a minute, as
+# the rate limiter's own failures are.
+WARN_EVERY_SECONDS = 60.0
+
+T = TypeVar("T")
 
 
 class HealthStatus(StrEnum):
@@ -35,31 +45,29 @@ class HealthReport:
 
 class HealthService:
     """The database is essential: without it the service is unhealthy. The
-    limiter and the cache are not: without them it is degraded."""
+    limiter and the cache are not: without them it is degraded.
+
+    The three are asked at once, so a check takes as long as the slowest of
+    them (each bounds its own wait) rather than their sum."""
 
     def __init__(self, *, database: DatabaseProbe, rate_limiter: RateLimiter, cache: Cache) -> None:
         self._database = database
         self._rate_limiter = rate_limiter
         self._cache = cache
+        self._quiet_until = 0.0
 
     async def check_database(self) -> DatabaseStatus:
         return await self._database.check()
 
     async def check(self) -> HealthReport:
-        database = await self._database.check()
-        limiter_stats: RateLimiterStats | None
-        cache_stats: CacheStats | None
-        try:
-            limiter_stats = await self._rate_limiter.stats()
-        except Exception as exc:  # a broken limiter must not break the health check
-            # One line, no traceback: load balancers ask every few seconds.
-            log.warning("rate limiter statistics unavailable: %r", exc)
-            limiter_stats = None
-        try:
-            cache_stats = await self._cache.stats()
-        except Exception as exc:
-            log.warning("cache statistics unavailable: %r", exc)
-            cache_stats = None
+        failures: list[str] = []
+        database, limiter_stats, cache_stats = await asyncio.gather(
+            self._database.check(),
+            _or_none(self._rate_limiter.stats, "rate limiter", failures),
+            _or_none(self._cache.stats, "cache", failures),
+        )
+        if failures:
+            self._warn(failures)
         if not database.healthy:
             status = HealthStatus.UNHEALTHY
         elif limiter_stats is None or cache_stats is None:
@@ -69,3 +77,20 @@ class HealthService:
         return HealthReport(
             status=status, database=database, rate_limiting=limiter_stats, cache=cache_stats
         )
+
+    def _warn(self, failures: list[str]) -> None:
+        now = time.monotonic()
+        if now < self._quiet_until:
+            return
+        self._quiet_until = now + WARN_EVERY_SECONDS
+        # One line, no traceback, at most once a minute.
+        log.warning("statistics unavailable from the %s", " and the ".join(failures))
+
+
+async def _or_none(read: Callable[[], Awaitable[T]], name: str, failures: list[str]) -> T | None:
+    """``read()``, or ``None`` with the failure noted in ``failures``."""
+    try:
+        return await read()
+    except Exception as exc:  # a broken limiter or cache must not break the health check
+        failures.append(f"{name} ({exc!r})")
+        return None

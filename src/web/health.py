@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TypeVar
 
 import msgspec
 from litestar import Controller, Response, get
 from litestar.di import NamedDependency
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
+from gemini_core.errors import UNAVAILABLE_RETRY_AFTER_SECONDS
 from gemini_core.health import HealthStatus
 from gemini_core.ports import DatabaseStatus
 from web.container import Container
+
+T = TypeVar("T")
 
 
 class DatabaseHealth(msgspec.Struct):
@@ -67,6 +71,14 @@ def _database(status: DatabaseStatus) -> DatabaseHealth:
     return DatabaseHealth(status=_word(status.healthy), response_time_ms=status.response_time_ms)
 
 
+def _respond(body: T, *, healthy: bool) -> Response[T]:
+    """200, or a 503 that says when to look again, as every other 503 does."""
+    if healthy:
+        return Response(body, status_code=HTTP_200_OK)
+    retry_after = {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)}
+    return Response(body, status_code=HTTP_503_SERVICE_UNAVAILABLE, headers=retry_after)
+
+
 class HealthController(Controller):
     path = "/health"
     tags = ["operations"]  # noqa: RUF012  (Litestar reads class attributes)
@@ -94,8 +106,7 @@ class HealthController(Controller):
                 ),
             ),
         )
-        healthy = report.status != HealthStatus.UNHEALTHY
-        return Response(body, status_code=HTTP_200_OK if healthy else HTTP_503_SERVICE_UNAVAILABLE)
+        return _respond(body, healthy=report.status != HealthStatus.UNHEALTHY)
 
     @get("/database", operation_id="healthDatabase", summary="Database health and pool")
     async def database(self, container: NamedDependency[Container]) -> Response[DatabaseDetail]:
@@ -103,5 +114,4 @@ class HealthController(Controller):
         body = DatabaseDetail(
             status=_word(status.healthy), response_time_ms=status.response_time_ms, pool=status.pool
         )
-        code = HTTP_200_OK if status.healthy else HTTP_503_SERVICE_UNAVAILABLE
-        return Response(body, status_code=code)
+        return _respond(body, healthy=status.healthy)

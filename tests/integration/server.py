@@ -36,19 +36,26 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(cwd: Path, **env: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """``gemini-backend serve`` as `make run` starts it, ready on /health."""
+def running_server(
+    cwd: Path, stderr_to: Path | None = None, /, **env: str
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """``gemini-backend serve`` as `make run` starts it, ready on /health.
+
+    Its log (stderr) goes to ``stderr_to`` when given, for a test to read;
+    positional, so that no environment variable's name can collide with it."""
     port = free_port()
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "DATABASE_"))}
     environ.update(env, PYTHONPATH=str(SRC), PORT=str(port))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "web.cli", "serve"],
-        cwd=cwd,
-        env=environ,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # a group of its own, so its workers go with it
-    )
+    with contextlib.ExitStack() as files:
+        stderr = files.enter_context(stderr_to.open("wb")) if stderr_to else subprocess.DEVNULL
+        process = subprocess.Popen(
+            [sys.executable, "-m", "web.cli", "serve"],
+            cwd=cwd,
+            env=environ,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,  # a group of its own, so its workers go with it
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90

@@ -1,0 +1,197 @@
+"""Outages of the database and of Redis, seen from outside: a real server
+process, plain HTTP, and the dependency behind a proxy the test stops and
+starts again.
+
+The pool timeout here is long on purpose: a request that waits for the pool
+during an outage would take it whole, so every "quickly" below is far below it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from adapters.postgres.pool import Database
+from gemini_core.errors import UnavailableError
+
+from .proxy import DatabaseProxy, TcpProxy
+from .server import running_server
+
+POOL_TIMEOUT_SECONDS = 20.0
+QUICKLY = 3.0
+ADMIN = {"ADMIN_EMAIL": "ops@example.com", "ADMIN_PASSWORD": "a long admin passphrase"}
+
+
+def timed(call: Callable[[], httpx.Response]) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    response = call()
+    return response, time.monotonic() - started
+
+
+def assert_unavailable(response: httpx.Response, took: float) -> None:
+    assert took < QUICKLY, f"{response.request.url.path} took {took:.1f} s"
+    assert response.status_code == 503, response.text
+    assert int(response.headers["retry-after"]) > 0
+
+
+def test_a_known_database_outage_answers_503_at_once_and_heals_by_itself(
+    database_url: str, tmp_path: Path
+) -> None:
+    proxy = DatabaseProxy(database_url)
+    proxy.start()
+    env = {
+        "DATA_DIR": str(tmp_path),
+        "DATABASE_URL": proxy.url,
+        "DB_POOL_TIMEOUT_SECONDS": str(POOL_TIMEOUT_SECONDS),
+        **ADMIN,
+    }
+    try:
+        with (
+            running_server(tmp_path, **env) as (_, base),
+            httpx.Client(base_url=base, timeout=60) as client,
+        ):
+            login = client.post(
+                "/auth/login",
+                json={"email": ADMIN["ADMIN_EMAIL"], "password": ADMIN["ADMIN_PASSWORD"]},
+            )
+            assert login.status_code == 200, login.text
+            auth = {"Authorization": f"Bearer {login.json()['access_token']}"}
+            assert client.get("/chats", headers=auth).status_code == 200
+
+            proxy.stop()
+            # The first look finds the database gone, within /health's own deadline.
+            health, took = timed(lambda: client.get("/health"))
+            assert_unavailable(health, took)
+            assert health.json()["status"] == "unhealthy"
+            assert health.json()["services"]["database"]["status"] == "unhealthy"
+            # Known down now: nobody waits for the pool.
+            for _ in range(3):
+                assert_unavailable(*timed(lambda: client.get("/chats", headers=auth)))
+                assert_unavailable(*timed(lambda: client.get("/health/database")))
+                assert_unavailable(*timed(lambda: client.get("/health")))
+
+            proxy.start()
+            deadline = time.monotonic() + 30
+            while client.get("/chats", headers=auth).status_code != 200:
+                assert time.monotonic() < deadline, "the service did not recover"
+                time.sleep(0.2)
+            assert client.get("/health").status_code == 200
+            assert client.get("/health/database").status_code == 200
+    finally:
+        proxy.shutdown()
+
+
+async def test_a_request_waiting_for_the_pool_is_released_when_the_database_goes(
+    database_url: str,
+) -> None:
+    proxy = DatabaseProxy(database_url)
+    proxy.start()
+    database = Database(proxy.url, min_size=1, max_size=1, pool_timeout=POOL_TIMEOUT_SECONDS)
+    await database.open()
+    try:
+        holding = asyncio.Event()
+
+        async def hold_the_only_connection() -> None:
+            async with database.connection() as conn:
+                holding.set()
+                await conn.execute("SELECT pg_sleep(60)")
+
+        async def borrow() -> None:
+            async with database.connection():
+                pass
+
+        holder = asyncio.create_task(hold_the_only_connection())
+        await holding.wait()
+        waiter = asyncio.create_task(borrow())
+        await asyncio.sleep(0.3)  # in the pool's queue by now
+        started = time.monotonic()
+        proxy.stop()
+        with pytest.raises(UnavailableError):
+            await holder
+        with pytest.raises(UnavailableError):
+            await waiter
+        with pytest.raises(UnavailableError):
+            await borrow()
+        assert time.monotonic() - started < QUICKLY
+    finally:
+        proxy.shutdown()
+        await database.close()
+
+
+async def test_an_exhausted_pool_still_waits_its_timeout_while_the_server_is_fine(
+    database_url: str,
+) -> None:
+    database = Database(database_url, min_size=1, max_size=1, pool_timeout=1.0)
+    await database.open()
+    try:
+        async with database.connection():
+            for _ in range(2):  # and the first timeout does not make the second quick
+                started = time.monotonic()
+                with pytest.raises(UnavailableError):
+                    async with database.connection():
+                        pass
+                assert time.monotonic() - started >= 0.9
+
+            async def borrow_soon() -> bool:
+                async with database.connection() as conn:
+                    return (await (await conn.execute("SELECT 1 AS one")).fetchone()) == {"one": 1}
+
+            waiting = asyncio.create_task(borrow_soon())
+            await asyncio.sleep(0.3)
+        assert await waiting  # it waited, and got the connection once it was free
+        assert (await database.check()).healthy
+    finally:
+        await database.close()
+
+
+REDIS_URL = os.environ.get("REDIS_URL", "")
+
+
+@pytest.mark.skipif(not REDIS_URL, reason="needs REDIS_URL")
+def test_a_redis_outage_costs_health_one_warning_a_minute(
+    database_url: str, tmp_path: Path
+) -> None:
+    upstream = urlsplit(REDIS_URL)
+    proxy = TcpProxy.to(upstream.hostname or "127.0.0.1", upstream.port or 6379)
+    proxy.start()
+    log = tmp_path / "server.log"
+    env = {
+        "DATA_DIR": str(tmp_path),
+        "DATABASE_URL": database_url,
+        "REDIS_URL": f"redis://127.0.0.1:{proxy.port}{upstream.path or '/0'}",
+        "LOG_FORMAT": "json",
+    }
+    try:
+        with running_server(tmp_path, log, **env) as (_, base):
+            proxy.stop()
+            for _ in range(5):
+                health = httpx.get(f"{base}/health", timeout=30)
+                assert health.status_code == 200
+                assert health.json()["status"] == "degraded"
+    finally:
+        proxy.shutdown()
+    warnings = [
+        record
+        for record in map(_json_or_none, log.read_text().splitlines())
+        if record
+        and record.get("level") == "WARNING"
+        and record.get("logger") == "gemini_core.health"
+    ]
+    assert len(warnings) == 1, warnings
+
+
+def _json_or_none(line: str) -> dict[str, Any] | None:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
