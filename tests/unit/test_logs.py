@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
 import multiprocessing
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,10 +22,10 @@ from web.composition import memory_container
 from web.logs import (
     ConsoleFormatter,
     JsonFormatter,
-    LockedRotatingFileHandler,
     RequestContext,
     RequestContextFilter,
     configure_logging,
+    log_file,
     request_context,
 )
 from web.settings import Settings, load_settings
@@ -34,7 +36,7 @@ GUIDE_FIELDS = {"timestamp", "level", "logger", "message", "module", "function",
 @pytest.fixture(autouse=True)
 def restore_logging(tmp_path: Path) -> Iterator[None]:
     yield
-    # Drains any writer thread a test started, and puts plain logging back.
+    # Closes any log file a test opened, and puts plain logging back.
     configure_logging(
         load_settings(environ={"ENVIRONMENT": "test", "DATA_DIR": str(tmp_path)}, env_file=None)
     )
@@ -60,7 +62,7 @@ def test_json_lines_have_the_guides_fields_and_the_extras() -> None:
     assert entry["logger"] == "gemini.test"
     assert entry["function"] == "fn"
     assert entry["line"] == 42
-    assert entry["timestamp"].endswith("Z")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", entry["timestamp"])
     assert entry["event"] == "login_failed"
     assert entry["email"] == "a@example.com"
     assert entry["request_id"] is None
@@ -120,7 +122,6 @@ async def test_production_writes_json_files_with_request_and_user(tmp_path: Path
         assert me.status_code == 200
         user_id = me.json()["id"]
         logging.getLogger("gemini.test").error("something broke", extra={"event": "boom"})
-    configure_logging(settings)  # drains the writer thread
     app_log = read_json_lines(tmp_path / "logs" / "app.log")
     for entry in app_log:
         assert GUIDE_FIELDS | {"request_id", "user_id"} <= set(entry)
@@ -141,15 +142,22 @@ async def test_production_writes_json_files_with_request_and_user(tmp_path: Path
     assert errors[0]["event"] == "boom"
 
 
-def test_unwritable_log_dir_falls_back_to_stderr(tmp_path: Path) -> None:
+def test_unwritable_log_dir_falls_back_to_stderr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     settings = production_settings(tmp_path, LOG_DIR=str(blocker / "logs"))
     configure_logging(settings)  # no exception: the service still starts
+    logging.getLogger("gemini.test").info("still logging")
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [e["level"] for e in lines] == ["WARNING", "INFO"]
+    assert lines[0]["message"].startswith(f"cannot write log files in {blocker / 'logs'}")
+    assert lines[1]["message"] == "still logging"  # all of LOG_LEVEL, not just warnings
 
 
 def _write_lines(path: str, writer: int, count: int) -> None:
-    handler = LockedRotatingFileHandler(Path(path), max_bytes=20_000, backup_count=500)
+    handler = log_file(Path(path), max_bytes=20_000, backups=500)
     handler.setFormatter(JsonFormatter())
     logger = logging.getLogger(f"writer{writer}")
     logger.propagate = False
@@ -178,8 +186,6 @@ def test_several_processes_share_the_rotating_file_without_losing_a_line(
     assert len(files) > 10, "the test should have rotated many times"
     seen: set[tuple[int, int]] = set()
     for file in files:
-        if file.name.endswith(".lock"):
-            continue
         assert file.stat().st_size <= 20_000 + 300
         for entry in read_json_lines(file):  # a torn line would not parse
             seen.add((entry["writer"], entry["n"]))
@@ -187,6 +193,8 @@ def test_several_processes_share_the_rotating_file_without_losing_a_line(
 
 
 def _log_from_a_forked_worker(settings: Settings) -> None:
+    # granian's own lines come through the inherited handlers first.
+    logging.getLogger("gemini.child").warning("from the child, as forked")
     configure_logging(settings)  # as create_app does in each granian worker
     logging.getLogger("gemini.child").warning("from the child")
 
@@ -202,6 +210,26 @@ def test_a_forked_worker_logs_to_the_same_files(tmp_path: Path) -> None:
     child.join(30)
     assert child.exitcode == 0
     logging.getLogger("gemini.parent").warning("after the fork")
-    configure_logging(settings)  # drains the writer thread
     messages = [e["message"] for e in read_json_lines(tmp_path / "logs" / "app.log")]
-    assert messages == ["before the fork", "from the child", "after the fork"]
+    assert messages == [
+        "before the fork",
+        "from the child, as forked",
+        "from the child",
+        "after the fork",
+    ]
+
+
+def test_configuring_again_replaces_our_handlers_and_keeps_others(tmp_path: Path) -> None:
+    settings = production_settings(tmp_path)
+    root = logging.getLogger()
+    capture = logging.handlers.BufferingHandler(capacity=10)
+    root.addHandler(capture)
+    try:
+        configure_logging(settings)
+        configure_logging(settings)  # the CLI, then create_app in the same process
+        logging.getLogger("gemini.test").warning("once")
+    finally:
+        root.removeHandler(capture)
+    assert [record.getMessage() for record in capture.buffer] == ["once"]
+    messages = [e["message"] for e in read_json_lines(tmp_path / "logs" / "app.log")]
+    assert messages == ["once"]
