@@ -20,6 +20,8 @@ def production_settings(tmp_path: Path, **env: str) -> Settings:
             "SMTP_HOST": "mail.example.com",
             "LLM_PROVIDER": "echo",
             "ALLOWED_HOSTS": "testserver.local",
+            # Production refuses to start without a database; tests inject theirs.
+            "DATABASE_URL": "postgresql://unused@127.0.0.1:5432/unused",
             "RATE_LIMIT_ENABLED": "false",
             **env,
         },

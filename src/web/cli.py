@@ -1,7 +1,7 @@
 """The ``gemini-backend`` command: ``serve``, ``migrate`` and ``check``.
 
-Settings are read once here; a bad one stops the command with one line naming
-the variable and exit status 2.
+Settings are read once here; bad ones stop the command with exit status 2 and
+one line for each, naming its variable.
 """
 
 from __future__ import annotations
@@ -91,7 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings()
     except SettingsError as exc:
-        print(f"gemini-backend: invalid setting: {exc}", file=sys.stderr)
+        for error in exc.errors:
+            print(f"gemini-backend: invalid setting: {error}", file=sys.stderr)
         return 2
     configure_logging(settings)
     if args.command == "serve":

@@ -1,9 +1,10 @@
-"""Typed, validated configuration read from the environment and an optional `.env` file.
+"""The configuration, declared once as `Settings` and read by `load_settings()`.
 
-`load_settings()` is the only entry point; nothing is read at import time. Every invalid
-value raises `SettingsError`, whose message is one line naming the variable, so the process
-never starts half-configured. The variables, their defaults and meaning are described in
-the configuration spec and listed, with defaults, in `.env.example`.
+Each field is read from the variable of the same name in upper case, from the environment
+or a `.env` file (read with python-dotenv; the environment wins); nothing is read at import
+time. msgspec checks every value against its declared type and `Meta` constraints, then the
+rules that involve several variables, or production, are checked. Every wrong variable is
+reported at once, each on one line naming it, so the process never starts half-configured.
 """
 
 from __future__ import annotations
@@ -14,165 +15,138 @@ import os
 import re
 import secrets
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args
-from urllib.parse import quote, urlsplit, urlunsplit
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from urllib.parse import quote
 
 import msgspec
+from dotenv.parser import parse_stream
+from msgspec import Meta
 
-__all__ = [
-    "Environment",
-    "LlmProvider",
-    "LogFormat",
-    "LogLevel",
-    "Settings",
-    "SettingsError",
-    "SmtpSecurity",
-    "StorageBackend",
-    "load_settings",
+__all__ = ["Settings", "SettingsError", "load_settings"]
+
+Port = Annotated[int, Meta(ge=1, le=65535)]
+Count = Annotated[int, Meta(ge=1)]
+Seconds = Annotated[float, Meta(gt=0)]
+Email = Annotated[
+    str, Meta(pattern=r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)*$", description="an email address")
+]
+Origin = Annotated[
+    str,
+    Meta(
+        pattern=r"^(\*|[A-Za-z][A-Za-z0-9+.-]*://[^/\s?#]+)$",
+        description="origins like https://example.com (no path) or *",
+    ),
+]
+HttpUrl = Annotated[str, Meta(pattern=r"(?i)^https?://.", description="an http(s):// URL")]
+PostgresUrl = Annotated[
+    str, Meta(pattern=r"(?i)^postgres(ql)?://.", description="a postgresql:// URL")
+]
+RedisUrl = Annotated[
+    str,
+    Meta(pattern=r"(?i)^(rediss?|unix)://.", description="a redis://, rediss:// or unix:// URL"),
 ]
 
-Environment = Literal["development", "production", "test"]
-LlmProvider = Literal["gemini", "openai", "echo"]
-SmtpSecurity = Literal["starttls", "tls", "none"]
-StorageBackend = Literal["local", "s3"]
-LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
-LogFormat = Literal["json", "console"]
-
-_T = TypeVar("_T", bound=str)
-
-_MIN_PRODUCTION_SECRET_KEY_LENGTH = 32
-# Lower-cased fragments of the placeholder keys found in guides and example files.
-_PLACEHOLDER_KEY_FRAGMENTS = (
-    "change",
-    "your_super_secure",
-    "your-super-secure",
-    "your_secret",
-    "your-secret",
-    "replace_me",
-    "replace-me",
-    "placeholder",
-    "example",
-)
-_PLACEHOLDER_KEYS = frozenset({"secret", "secret_key", "secret-key", "secretkey", "password"})
-
-# Shown as "***" by repr(): they must never reach a log line.
-_HIDDEN_FIELDS = frozenset(
-    {
-        "secret_key",
-        "postgres_password",
-        "admin_password",
-        "smtp_password",
-        "google_api_key",
-        "openai_api_key",
-        "aws_access_key_id",
-        "aws_secret_access_key",
-    }
-)
-# URLs that may carry a password in their user-info part.
-_URL_FIELDS_WITH_CREDENTIALS = frozenset({"database_url", "redis_url"})
-
 _INTEGER = re.compile(r"[+-]?[0-9]+")
-_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-_EMAIL = re.compile(r"[^@\s]+@[^@\s.]+(?:\.[^@\s.]+)*")
-_ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s?#]+", re.IGNORECASE)
+_NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
+_BOOLEANS = dict.fromkeys(("true", "1", "yes", "on"), True) | dict.fromkeys(
+    ("false", "0", "no", "off"), False
+)
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_BOOLEANS = {
-    "true": True,
-    "1": True,
-    "yes": True,
-    "on": True,
-    "false": False,
-    "0": False,
-    "no": False,
-    "off": False,
-}
+_MIN_PRODUCTION_SECRET_KEY_LENGTH = 32
+# The placeholder keys of guides and example files, lower-cased.
+_PLACEHOLDER_KEY = re.compile(
+    r"change|your[_-](super[_-]secure|secret)|replace[_-]me|placeholder|example"
+    r"|^(secret([_-]?key)?|password)$"
+)
 
 
 class SettingsError(Exception):
-    """An invalid or missing configuration value; `str()` is one line naming the variable."""
+    """A wrong configuration. `str()` is one line naming `variable`; `errors` holds this error
+    first and then one for every other wrong variable found in the same reading."""
 
-    def __init__(self, variable: str, problem: str) -> None:
+    def __init__(self, variable: str, problem: str, *others: SettingsError) -> None:
         super().__init__(f"{variable}: {problem}")
         self.variable = variable
         self.problem = problem
+        self.errors: tuple[SettingsError, ...] = (self, *others)
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """The whole configuration of one process, validated. Build it with `load_settings()`."""
 
-    environment: Environment = "development"
+    environment: Literal["development", "production", "test"] = "development"
     host: str = "127.0.0.1"
-    port: int = 8000
-    workers: int = 1
-    shutdown_timeout_seconds: float = 30.0
+    port: Port = 8000
+    workers: Count = 1
+    shutdown_timeout_seconds: Annotated[float, Meta(ge=0)] = 30.0
 
-    database_url: str | None = None
+    database_url: PostgresUrl | None = None
     postgres_user: str | None = None
     postgres_password: str | None = None
     postgres_db: str | None = None
     postgres_host: str | None = None
-    postgres_port: int = 5432
+    postgres_port: Port = 5432
     data_dir: Path = Path("data")
-    db_pool_min_size: int = 2
-    db_pool_max_size: int = 20
-    db_pool_timeout_seconds: float = 5.0
-    db_connect_timeout_seconds: int = 5
+    db_pool_min_size: Count = 2
+    db_pool_max_size: Count = 20
+    db_pool_timeout_seconds: Seconds = 5.0
+    db_connect_timeout_seconds: Count = 5
 
-    secret_key: str
-    access_token_expire_minutes: int = 15
-    refresh_token_expire_days: int = 30
-    admin_email: str | None = None
+    secret_key: str = ""  # outside production, unset means <data_dir>/secret_key
+    access_token_expire_minutes: Count = 15
+    refresh_token_expire_days: Count = 30
+    admin_email: Email | None = None
     admin_password: str | None = None
 
     smtp_host: str | None = None
-    smtp_port: int = 587
+    smtp_port: Port = 587  # 465 when SMTP_SECURITY=tls
     smtp_username: str | None = None
     smtp_password: str | None = None
-    smtp_security: SmtpSecurity = "starttls"
-    from_email: str = "noreply@localhost"
-    otp_ttl_seconds: int = 600
-    otp_max_attempts: int = 5
-    otp_resend_cooldown_seconds: int = 60
-    otp_max_per_hour: int = 5
+    smtp_security: Literal["starttls", "tls", "none"] = "starttls"
+    from_email: Email = "noreply@localhost"
+    otp_ttl_seconds: Count = 600
+    otp_max_attempts: Count = 5
+    otp_resend_cooldown_seconds: Annotated[int, Meta(ge=0)] = 60
+    otp_max_per_hour: Count = 5
 
-    llm_provider: LlmProvider = "echo"
+    llm_provider: Literal["gemini", "openai", "echo"] = "echo"  # gemini with GOOGLE_API_KEY
     google_api_key: str | None = None
     gemini_model: str = "gemini-2.5-flash"
-    gemini_base_url: str | None = None
-    openai_base_url: str | None = None
+    gemini_base_url: HttpUrl | None = None
+    openai_base_url: HttpUrl | None = None
     openai_api_key: str | None = None
     openai_model: str | None = None
-    llm_models: tuple[str, ...] = ("echo",)
-    llm_timeout_seconds: float = 60.0
-    llm_max_history_messages: int = 50
+    llm_models: tuple[str, ...] = ()  # the default model is always added first
+    llm_timeout_seconds: Seconds = 60.0
+    llm_max_history_messages: Count = 50
 
-    storage_backend: StorageBackend = "local"
+    storage_backend: Literal["local", "s3"] = "local"
     upload_dir: Path = Path("uploads")
-    max_upload_size: int = 10_485_760
-    upload_quota_bytes: int = 1_073_741_824
+    max_upload_size: Count = 10_485_760
+    upload_quota_bytes: Count = 1_073_741_824
     s3_bucket: str | None = None
-    s3_endpoint_url: str | None = None
+    s3_endpoint_url: HttpUrl | None = None
     s3_region: str | None = None
     aws_access_key_id: str | None = None
     aws_secret_access_key: str | None = None
 
-    rate_limit_requests: int = 100
-    rate_limit_window_seconds: int = 3600
-    auth_rate_limit_requests: int = 10
-    auth_rate_limit_window_seconds: int = 60
+    rate_limit_requests: Count = 100
+    rate_limit_window_seconds: Count = 3600
+    auth_rate_limit_requests: Count = 10
+    auth_rate_limit_window_seconds: Count = 60
     rate_limit_enabled: bool = True
-    redis_url: str | None = None
+    redis_url: RedisUrl | None = None
     trusted_proxies: tuple[str, ...] = ()
-    cors_origins: tuple[str, ...] = ()
-    allowed_hosts: tuple[str, ...] = ("*",)
+    cors_origins: tuple[Origin, ...] = ()
+    allowed_hosts: tuple[str, ...] = ("*",)  # production: none, and it must be set
 
-    log_level: LogLevel = "INFO"
-    log_format: LogFormat = "console"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["json", "console"] = "console"  # production: json
     log_dir: Path = Path("logs")
-    metrics_enabled: bool = True
-    docs_enabled: bool = True
+    metrics_enabled: bool = True  # production: false
+    docs_enabled: bool = True  # production: false
 
     @property
     def is_production(self) -> bool:
@@ -185,10 +159,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def resolved_database_url(self) -> str | None:
         """`DATABASE_URL`, else one built from `POSTGRES_*`; `None` means the embedded server."""
-        if self.database_url is not None:
+        if self.database_url is not None or self.postgres_host is None:
             return self.database_url
-        if self.postgres_host is None:
-            return None
         userinfo = ""
         if self.postgres_user is not None:
             userinfo = quote(self.postgres_user, safe="")
@@ -215,11 +187,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return "echo"
 
     def _safe_items(self) -> Iterator[tuple[str, Any]]:
+        """The fields, with secrets and URL passwords masked: they must never reach a log."""
         for name in self.__struct_fields__:
             value = getattr(self, name)
-            if value is not None and name in _HIDDEN_FIELDS:
+            if value is not None and name.endswith(("_password", "_key", "_key_id")):
                 value = "***"
-            elif value is not None and name in _URL_FIELDS_WITH_CREDENTIALS:
+            elif value is not None and name.endswith("_url"):
                 value = _mask_url_password(value)
             yield name, value
 
@@ -234,163 +207,184 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 def load_settings(
     environ: Mapping[str, str] | None = None, *, env_file: Path | None = Path(".env")
 ) -> Settings:
-    """Read, validate and return the settings, or raise `SettingsError`.
+    """Read, validate and return the settings, or raise `SettingsError` naming every wrong one.
 
     `environ` defaults to `os.environ`; `env_file` is read when it exists, and the
     environment wins over it. Empty or blank values count as unset. Outside production a
     missing `SECRET_KEY` is read from (or created in) `<DATA_DIR>/secret_key`.
     """
-    raw = _read_env_file(env_file) if env_file is not None and env_file.exists() else {}
-    for key, value in (os.environ if environ is None else environ).items():
-        if value.strip():
-            raw[key] = value
-    env = _Env(raw)
+    problems: dict[str, str] = {}  # variable (or file:line) -> what is wrong with it
+    from_file = _read_env_file(env_file, problems) if env_file and env_file.exists() else {}
+    sources = (from_file, os.environ if environ is None else environ)  # the last one wins
+    raw = {key: value for source in sources for key, value in source.items() if value.strip()}
 
-    environment = env.choice("ENVIRONMENT", get_args(Environment), "development")
-    production = environment == "production"
-    google_api_key = env.text("GOOGLE_API_KEY")
-    smtp_security = env.choice("SMTP_SECURITY", get_args(SmtpSecurity), "starttls")
+    values: dict[str, Any] = {}
+    for field in msgspec.structs.fields(Settings):
+        variable = field.name.upper()
+        if variable not in raw:
+            continue
+        # A password may begin or end with a space.
+        text = raw[variable] if field.name.endswith("_password") else raw[variable].strip()
+        value = _parse(_unwrap(field.type)[0], text)
+        try:
+            values[field.name] = msgspec.convert(value, field.type)
+        except msgspec.ValidationError as exc:
+            problems[variable] = _problem(field.name, field.type, value, text, exc)
 
-    settings = Settings(
-        environment=environment,
-        host=env.text("HOST") or "127.0.0.1",
-        port=env.integer("PORT", 8000, maximum=65535),
-        workers=env.integer("WORKERS", 1),
-        shutdown_timeout_seconds=env.number("SHUTDOWN_TIMEOUT_SECONDS", 30.0, allow_zero=True),
-        database_url=env.url("DATABASE_URL", ("postgresql", "postgres")),
-        postgres_user=env.text("POSTGRES_USER"),
-        postgres_password=env.verbatim("POSTGRES_PASSWORD"),
-        postgres_db=env.text("POSTGRES_DB"),
-        postgres_host=env.text("POSTGRES_HOST"),
-        postgres_port=env.integer("POSTGRES_PORT", 5432, maximum=65535),
-        data_dir=Path(env.text("DATA_DIR") or "data"),
-        db_pool_min_size=env.integer("DB_POOL_MIN_SIZE", 2),
-        db_pool_max_size=env.integer("DB_POOL_MAX_SIZE", 20),
-        db_pool_timeout_seconds=env.number("DB_POOL_TIMEOUT_SECONDS", 5.0),
-        db_connect_timeout_seconds=env.integer("DB_CONNECT_TIMEOUT_SECONDS", 5),
-        secret_key=env.text("SECRET_KEY") or "",
-        access_token_expire_minutes=env.integer("ACCESS_TOKEN_EXPIRE_MINUTES", 15),
-        refresh_token_expire_days=env.integer("REFRESH_TOKEN_EXPIRE_DAYS", 30),
-        admin_email=env.email("ADMIN_EMAIL"),
-        admin_password=env.verbatim("ADMIN_PASSWORD"),
-        smtp_host=env.text("SMTP_HOST"),
-        smtp_port=env.integer("SMTP_PORT", 465 if smtp_security == "tls" else 587, maximum=65535),
-        smtp_username=env.text("SMTP_USERNAME"),
-        smtp_password=env.verbatim("SMTP_PASSWORD"),
-        smtp_security=smtp_security,
-        from_email=env.email("FROM_EMAIL") or "noreply@localhost",
-        otp_ttl_seconds=env.integer("OTP_TTL_SECONDS", 600),
-        otp_max_attempts=env.integer("OTP_MAX_ATTEMPTS", 5),
-        otp_resend_cooldown_seconds=env.integer("OTP_RESEND_COOLDOWN_SECONDS", 60, minimum=0),
-        otp_max_per_hour=env.integer("OTP_MAX_PER_HOUR", 5),
-        llm_provider=env.choice(
-            "LLM_PROVIDER", get_args(LlmProvider), "gemini" if google_api_key else "echo"
-        ),
-        google_api_key=google_api_key,
-        gemini_model=env.text("GEMINI_MODEL") or "gemini-2.5-flash",
-        gemini_base_url=env.url("GEMINI_BASE_URL", ("http", "https")),
-        openai_base_url=env.url("OPENAI_BASE_URL", ("http", "https")),
-        openai_api_key=env.text("OPENAI_API_KEY"),
-        openai_model=env.text("OPENAI_MODEL"),
-        llm_models=env.items("LLM_MODELS", ()),
-        llm_timeout_seconds=env.number("LLM_TIMEOUT_SECONDS", 60.0),
-        llm_max_history_messages=env.integer("LLM_MAX_HISTORY_MESSAGES", 50),
-        storage_backend=env.choice("STORAGE_BACKEND", get_args(StorageBackend), "local"),
-        upload_dir=Path(env.text("UPLOAD_DIR") or "uploads"),
-        max_upload_size=env.integer("MAX_UPLOAD_SIZE", 10_485_760),
-        upload_quota_bytes=env.integer("UPLOAD_QUOTA_BYTES", 1_073_741_824),
-        s3_bucket=env.text("S3_BUCKET"),
-        s3_endpoint_url=env.url("S3_ENDPOINT_URL", ("http", "https")),
-        s3_region=env.text("S3_REGION"),
-        aws_access_key_id=env.text("AWS_ACCESS_KEY_ID"),
-        aws_secret_access_key=env.text("AWS_SECRET_ACCESS_KEY"),
-        rate_limit_requests=env.integer("RATE_LIMIT_REQUESTS", 100),
-        rate_limit_window_seconds=env.integer("RATE_LIMIT_WINDOW_SECONDS", 3600),
-        auth_rate_limit_requests=env.integer("AUTH_RATE_LIMIT_REQUESTS", 10),
-        auth_rate_limit_window_seconds=env.integer("AUTH_RATE_LIMIT_WINDOW_SECONDS", 60),
-        rate_limit_enabled=env.boolean("RATE_LIMIT_ENABLED", True),
-        redis_url=env.url("REDIS_URL", ("redis", "rediss", "unix")),
-        trusted_proxies=env.items("TRUSTED_PROXIES", (), check=_check_network),
-        cors_origins=env.items("CORS_ORIGINS", (), check=_check_origin),
-        allowed_hosts=env.items("ALLOWED_HOSTS", () if production else ("*",)),
-        log_level=env.choice("LOG_LEVEL", get_args(LogLevel), "INFO"),
-        log_format=env.choice(
-            "LOG_FORMAT", get_args(LogFormat), "json" if production else "console"
-        ),
-        log_dir=Path(env.text("LOG_DIR") or "logs"),
-        metrics_enabled=env.boolean("METRICS_ENABLED", not production),
-        docs_enabled=env.boolean("DOCS_ENABLED", not production),
-    )
-    _check_consistency(settings, provider_explicit=env.is_set("LLM_PROVIDER"))
+    # The defaults that depend on other variables. A value refused above counts as unset,
+    # so the rules below still run; they never name a variable already refused.
+    production = values.get("environment") == "production"
+    derived_defaults = {
+        "smtp_port": 465 if values.get("smtp_security") == "tls" else 587,
+        "llm_provider": "gemini" if values.get("google_api_key") else "echo",
+        "allowed_hosts": () if production else ("*",),
+        "log_format": "json" if production else "console",
+        "metrics_enabled": not production,
+        "docs_enabled": not production,
+    }
+    settings = Settings(**(derived_defaults | values))
+    for variable, problem in _rule_breaches(settings, provider_given="LLM_PROVIDER" in raw):
+        problems.setdefault(variable, problem)
+    if problems:
+        first, *others = (SettingsError(*item) for item in problems.items())
+        raise SettingsError(first.variable, first.problem, *others)
     return msgspec.structs.replace(
         settings,
         secret_key=settings.secret_key or _persistent_secret_key(settings.data_dir),
-        llm_models=_allowed_models(settings.default_model, settings.llm_models),
+        llm_models=tuple(dict.fromkeys((settings.default_model, *settings.llm_models))),
     )
 
 
-def _check_consistency(settings: Settings, *, provider_explicit: bool) -> None:
+def _rule_breaches(s: Settings, *, provider_given: bool) -> Iterator[tuple[str, str]]:
     """The rules that involve more than one variable, then the production-only ones."""
-    if settings.db_pool_min_size > settings.db_pool_max_size:
-        raise SettingsError(
-            "DB_POOL_MIN_SIZE",
-            f"must not exceed DB_POOL_MAX_SIZE "
-            f"({settings.db_pool_min_size} > {settings.db_pool_max_size})",
-        )
-    if (settings.admin_email is None) != (settings.admin_password is None):
-        missing = "ADMIN_PASSWORD" if settings.admin_password is None else "ADMIN_EMAIL"
-        raise SettingsError(missing, "ADMIN_EMAIL and ADMIN_PASSWORD must be set together")
-    if settings.llm_provider == "gemini" and settings.google_api_key is None:
-        raise SettingsError("GOOGLE_API_KEY", "must be set when LLM_PROVIDER=gemini")
-    if settings.llm_provider == "openai":
-        for variable, value in (
-            ("OPENAI_BASE_URL", settings.openai_base_url),
-            ("OPENAI_MODEL", settings.openai_model),
-        ):
-            if value is None:
-                raise SettingsError(variable, "must be set when LLM_PROVIDER=openai")
-    if settings.storage_backend == "s3" and settings.s3_bucket is None:
-        raise SettingsError("S3_BUCKET", "must be set when STORAGE_BACKEND=s3")
-
-    if not settings.is_production:
-        return
-    _check_production_secret_key(settings.secret_key)
-    if settings.smtp_host is None:
-        raise SettingsError("SMTP_HOST", "must be set in production, or no code can be mailed")
-    if settings.llm_provider == "echo" and not provider_explicit:
-        raise SettingsError(
-            "LLM_PROVIDER",
-            "would fall back to the offline echo model in production; set GOOGLE_API_KEY, "
-            "configure LLM_PROVIDER=openai, or set LLM_PROVIDER=echo explicitly",
-        )
-    if not settings.allowed_hosts:
-        raise SettingsError("ALLOWED_HOSTS", "must list the host names in production")
-
-
-def _check_production_secret_key(key: str) -> None:
-    if not key:
-        raise SettingsError("SECRET_KEY", "must be set in production")
-    if len(key) < _MIN_PRODUCTION_SECRET_KEY_LENGTH:
-        raise SettingsError(
-            "SECRET_KEY",
-            f"must be at least {_MIN_PRODUCTION_SECRET_KEY_LENGTH} characters in production",
-        )
-    lowered = key.strip().lower()
-    if (
-        lowered in _PLACEHOLDER_KEYS
-        or any(fragment in lowered for fragment in _PLACEHOLDER_KEY_FRAGMENTS)
-        or len(set(lowered)) < 8
+    if s.db_pool_min_size > s.db_pool_max_size:
+        low, high = s.db_pool_min_size, s.db_pool_max_size
+        yield "DB_POOL_MIN_SIZE", f"must not exceed DB_POOL_MAX_SIZE ({low} > {high})"
+    if (s.admin_email is None) != (s.admin_password is None):
+        missing = "ADMIN_PASSWORD" if s.admin_password is None else "ADMIN_EMAIL"
+        yield missing, "ADMIN_EMAIL and ADMIN_PASSWORD must be set together"
+    for variable, value, chooser, choice in (
+        ("GOOGLE_API_KEY", s.google_api_key, "LLM_PROVIDER", "gemini"),
+        ("OPENAI_BASE_URL", s.openai_base_url, "LLM_PROVIDER", "openai"),
+        ("OPENAI_MODEL", s.openai_model, "LLM_PROVIDER", "openai"),
+        ("S3_BUCKET", s.s3_bucket, "STORAGE_BACKEND", "s3"),
     ):
-        raise SettingsError(
-            "SECRET_KEY",
-            "looks like a placeholder; generate one with "
-            "python -c 'import secrets; print(secrets.token_urlsafe(48))'",
+        if value is None and getattr(s, chooser.lower()) == choice:
+            yield variable, f"must be set when {chooser}={choice}"
+    for proxy in s.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            yield "TRUSTED_PROXIES", f"expected IP addresses or CIDR networks, got {_show(proxy)}"
+
+    if not s.is_production:
+        return
+    if problem := _weakness(s.secret_key):
+        yield "SECRET_KEY", problem
+    if s.smtp_host is None:
+        yield "SMTP_HOST", "must be set in production, or no code can be mailed"
+    if s.llm_provider == "echo" and not provider_given:
+        why = (
+            "would fall back to the offline echo model in production; set GOOGLE_API_KEY, "
+            "configure LLM_PROVIDER=openai, or set LLM_PROVIDER=echo explicitly"
         )
+        yield "LLM_PROVIDER", why
+    if not s.allowed_hosts:
+        yield "ALLOWED_HOSTS", "must list the host names in production"
+    if s.resolved_database_url is None:
+        why = (
+            "must be set in production (or POSTGRES_HOST and the other POSTGRES_* variables); "
+            "the embedded PostgreSQL is for development only"
+        )
+        yield "DATABASE_URL", why
 
 
-def _allowed_models(default_model: str, configured: tuple[str, ...]) -> tuple[str, ...]:
-    """`LLM_MODELS` without duplicates, the default model always first among them."""
-    return tuple(dict.fromkeys((default_model, *configured)))
+def _weakness(key: str) -> str | None:
+    """Why `key` must not sign production's tokens, if it must not."""
+    if not key:
+        return "must be set in production"
+    if len(key) < _MIN_PRODUCTION_SECRET_KEY_LENGTH:
+        return f"must be at least {_MIN_PRODUCTION_SECRET_KEY_LENGTH} characters in production"
+    lowered = key.strip().lower()
+    if _PLACEHOLDER_KEY.search(lowered) or len(set(lowered)) < 8:
+        return (
+            "looks like a placeholder; generate one with "
+            "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+        )
+    return None
+
+
+def _unwrap(hint: Any) -> tuple[Any, Meta | None]:
+    """The type under `| None` and `Annotated`, and its `Meta`."""
+    if get_origin(hint) is Union:
+        hint = next(arg for arg in get_args(hint) if arg is not type(None))
+    if get_origin(hint) is Annotated:
+        kind, *extras = get_args(hint)
+        return kind, next((extra for extra in extras if isinstance(extra, Meta)), None)
+    return hint, None
+
+
+def _parse(kind: Any, text: str) -> Any:
+    """`text` as a value of `kind`, for msgspec to check; the text itself when it is not one."""
+    if get_origin(kind) is tuple:
+        return [item.strip() for item in text.split(",") if item.strip()]
+    if get_origin(kind) is Literal:
+        return next((option for option in get_args(kind) if option.lower() == text.lower()), text)
+    if kind is bool:
+        return _BOOLEANS.get(text.lower(), text)
+    if kind is Path:
+        return Path(text)
+    if kind is int and _INTEGER.fullmatch(text):
+        try:
+            return int(text)
+        except ValueError:  # more digits than int() reads: beyond any bound anyway
+            return math.inf
+    if kind is float and _NUMBER.fullmatch(text) and math.isfinite(number := float(text)):
+        return number
+    return text
+
+
+def _problem(name: str, hint: Any, value: Any, text: str, exc: msgspec.ValidationError) -> str:
+    """One line saying what is wrong with `text`, the value of the field `name`."""
+    kind, meta = _unwrap(hint)
+    if get_origin(kind) is tuple:  # msgspec names the wrong item: "... - at `$[2]`"
+        found = re.search(r"\$\[(\d+)\]", str(exc))
+        text = value[int(found[1])] if found else text
+        kind, meta = _unwrap(get_args(kind)[0])
+    shown = _show(text)
+    if name.endswith("_url"):  # only the scheme: the rest may hold a password
+        scheme, separator, _ = text.partition("://")
+        shown = f"a {_show(scheme)} URL" if separator else "no URL scheme"
+    if isinstance(value, str) and kind is not str:  # not even of the declared kind
+        expected = {int: "an integer", float: "a number", bool: "true or false"}.get(kind)
+        return f"expected {expected or 'one of ' + ', '.join(get_args(kind))}, got {shown}"
+    assert meta is not None  # only a constraint can refuse a value of the right kind
+    if meta.description:
+        return f"expected {meta.description}, got {shown}"
+    if meta.gt is not None:
+        return f"must be more than {meta.gt}, got {shown}"
+    bounds = f"between {meta.ge} and {meta.le}" if meta.le is not None else f"at least {meta.ge}"
+    return f"must be {bounds}, got {shown}"
+
+
+def _read_env_file(path: Path, problems: dict[str, str]) -> dict[str, str]:
+    """The file's `KEY=VALUE` lines as python-dotenv reads them, without `${VAR}` expansion;
+    each line it cannot read is added to `problems`, named by the file and line."""
+    try:
+        with path.open(encoding="utf-8-sig") as stream:
+            bindings = list(parse_stream(stream))
+    except (OSError, UnicodeDecodeError) as exc:
+        problems[str(path)] = f"cannot read the env file: {exc}"
+        return {}
+    values = {}
+    for binding in bindings:
+        if binding.error or (binding.key is not None and not _ENV_KEY.fullmatch(binding.key)):
+            chunk = binding.original.string  # starts with the blank lines before the statement
+            line = binding.original.line + chunk[: len(chunk) - len(chunk.lstrip())].count("\n")
+            problems[f"{path}:{line}"] = "expected KEY=VALUE"
+        elif binding.key is not None and binding.value is not None:
+            values[binding.key] = binding.value
+    return values
 
 
 def _persistent_secret_key(data_dir: Path) -> str:
@@ -433,165 +427,11 @@ def _publish_new_secret_key(path: Path) -> None:
         temporary.unlink(missing_ok=True)
 
 
-def _read_env_file(path: Path) -> dict[str, str]:
-    """Parse `KEY=VALUE` lines: `#` comments, blank lines, `export `, quotes stripped."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SettingsError(str(path), f"cannot read the env file: {exc}") from exc
-    values: dict[str, str] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        location = f"{path}:{number}"
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        if stripped.startswith("export "):
-            stripped = stripped.removeprefix("export ").lstrip()
-        key, equals, value = stripped.partition("=")
-        key, value = key.strip(), value.strip()
-        if not equals or not _ENV_KEY.fullmatch(key):
-            raise SettingsError(location, "expected KEY=VALUE")
-        if value[:1] in ("'", '"'):
-            end = value.find(value[0], 1)
-            if end == -1:
-                raise SettingsError(location, f"{key}: the opening quote is never closed")
-            rest = value[end + 1 :].strip()
-            if rest and not rest.startswith("#"):
-                raise SettingsError(location, f"{key}: unexpected text after the closing quote")
-            value = value[1:end]
-        else:
-            value = re.split(r"\s#", value, maxsplit=1)[0].rstrip()
-        if value.strip():
-            values[key] = value
-    return values
-
-
-class _Env:
-    """Typed access to the raw variables; every failure names the variable."""
-
-    def __init__(self, raw: Mapping[str, str]) -> None:
-        self._raw = raw
-
-    def is_set(self, name: str) -> bool:
-        return name in self._raw
-
-    def verbatim(self, name: str) -> str | None:
-        """The value exactly as given: a password may begin or end with a space."""
-        return self._raw.get(name)
-
-    def text(self, name: str) -> str | None:
-        value = self._raw.get(name)
-        return None if value is None else value.strip()
-
-    def integer(
-        self, name: str, default: int, *, minimum: int = 1, maximum: int | None = None
-    ) -> int:
-        text = self.text(name)
-        if text is None:
-            return default
-        if not _INTEGER.fullmatch(text):
-            raise SettingsError(name, f"expected an integer, got {_show(text)}")
-        bounds = f"at least {minimum}" if maximum is None else f"between {minimum} and {maximum}"
-        try:
-            value = int(text)
-        except ValueError:  # more digits than int() accepts
-            raise SettingsError(name, f"must be {bounds}, got {_show(text)}") from None
-        if value < minimum or (maximum is not None and value > maximum):
-            raise SettingsError(name, f"must be {bounds}, got {_show(text)}")
-        return value
-
-    def number(self, name: str, default: float, *, allow_zero: bool = False) -> float:
-        text = self.text(name)
-        if text is None:
-            return default
-        if not _NUMBER.fullmatch(text) or not math.isfinite(value := float(text)):
-            raise SettingsError(name, f"expected a number of seconds, got {_show(text)}")
-        if value < 0 or (value == 0 and not allow_zero):
-            bound = "at least" if allow_zero else "more than"
-            raise SettingsError(name, f"must be {bound} 0, got {text}")
-        return value
-
-    def boolean(self, name: str, default: bool) -> bool:
-        text = self.text(name)
-        if text is None:
-            return default
-        try:
-            return _BOOLEANS[text.lower()]
-        except KeyError:
-            raise SettingsError(name, f"expected true or false, got {_show(text)}") from None
-
-    def choice(self, name: str, options: tuple[_T, ...], default: _T) -> _T:
-        text = self.text(name)
-        if text is None:
-            return default
-        for option in options:
-            if option.lower() == text.lower():
-                return option
-        raise SettingsError(name, f"expected one of {', '.join(options)}, got {_show(text)}")
-
-    def items(
-        self,
-        name: str,
-        default: tuple[str, ...],
-        *,
-        check: Callable[[str], str | None] | None = None,
-    ) -> tuple[str, ...]:
-        text = self.text(name)
-        if text is None:
-            return default
-        items = tuple(item.strip() for item in text.split(",") if item.strip())
-        for item in items:
-            problem = None if check is None else check(item)
-            if problem is not None:
-                raise SettingsError(name, problem)
-        return items
-
-    def url(self, name: str, schemes: tuple[str, ...]) -> str | None:
-        text = self.text(name)
-        if text is None:
-            return None
-        scheme, separator, rest = text.partition("://")
-        if not separator or scheme.lower() not in schemes or not rest:
-            # Only the scheme is echoed: the rest may hold a password.
-            found = f"a {_show(scheme)} URL" if separator else "no URL scheme"
-            expected = " or ".join(f"{option}://" for option in schemes)
-            raise SettingsError(name, f"expected a {expected} URL, got {found}")
-        return text
-
-    def email(self, name: str) -> str | None:
-        text = self.text(name)
-        if text is not None and not _EMAIL.fullmatch(text):
-            raise SettingsError(name, f"expected an email address, got {_show(text)}")
-        return text
-
-
-def _check_network(item: str) -> str | None:
-    try:
-        ipaddress.ip_network(item, strict=False)
-    except ValueError:
-        return f"expected IP addresses or CIDR networks, got {_show(item)}"
-    return None
-
-
-def _check_origin(item: str) -> str | None:
-    if item == "*" or _ORIGIN.fullmatch(item):
-        return None
-    return f"expected origins like https://example.com (no path) or *, got {_show(item)}"
-
-
 def _show(value: str, limit: int = 60) -> str:
     """A value quoted on one line, shortened when long."""
     return repr(value if len(value) <= limit else value[: limit - 3] + "...")
 
 
 def _mask_url_password(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-        has_password = parts.password is not None
-    except ValueError:
-        return "***"
-    if not has_password:
-        return url
-    userinfo, _, hostinfo = parts.netloc.rpartition("@")
-    username = userinfo.partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{username}:***@{hostinfo}"))
+    """`scheme://user:***@host...`: the password of the URL's user-info part masked."""
+    return re.sub(r"^([^:/]+://[^:/@]*:)[^/]*@", r"\1***@", url)

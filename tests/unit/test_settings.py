@@ -1,7 +1,9 @@
-"""Unit tests of web.settings: defaults, validation, production rules, the key file, .env."""
+"""Unit tests of web.settings: defaults, validation, production rules, the key file, .env,
+and what the CORS settings allow."""
 
 from __future__ import annotations
 
+import logging
 import re
 import stat
 from concurrent.futures import ThreadPoolExecutor
@@ -11,7 +13,10 @@ from urllib.parse import urlsplit
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from litestar import Litestar, get
+from litestar.testing import AsyncTestClient
 
+from web.operations import cors_config
 from web.settings import Settings, SettingsError, load_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -24,6 +29,7 @@ PRODUCTION = {
     "SMTP_HOST": "smtp.example.com",
     "GOOGLE_API_KEY": "AIza-test-key",
     "ALLOWED_HOSTS": "chat.example.com",
+    "DATABASE_URL": "postgresql://app@db.internal:5432/app",
 }
 
 
@@ -290,6 +296,73 @@ def test_case_insensitive_enumerations_are_normalised() -> None:
     assert settings.storage_backend == "local"
 
 
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"PORT": "0"}, "PORT: must be between 1 and 65535, got '0'"),
+        ({"WORKERS": "0"}, "WORKERS: must be at least 1, got '0'"),
+        ({"LLM_TIMEOUT_SECONDS": "0"}, "LLM_TIMEOUT_SECONDS: must be more than 0, got '0'"),
+        (
+            {"SHUTDOWN_TIMEOUT_SECONDS": "-1"},
+            "SHUTDOWN_TIMEOUT_SECONDS: must be at least 0, got '-1'",
+        ),
+        ({"UPLOAD_QUOTA_BYTES": "1e9"}, "UPLOAD_QUOTA_BYTES: expected an integer, got '1e9'"),
+        (
+            {"DB_POOL_TIMEOUT_SECONDS": "nan"},
+            "DB_POOL_TIMEOUT_SECONDS: expected a number, got 'nan'",
+        ),
+        ({"DOCS_ENABLED": "maybe"}, "DOCS_ENABLED: expected true or false, got 'maybe'"),
+        ({"SMTP_SECURITY": "ssl"}, "SMTP_SECURITY: expected one of starttls, tls, none, got 'ssl'"),
+        ({"FROM_EMAIL": "nobody"}, "FROM_EMAIL: expected an email address, got 'nobody'"),
+        (
+            {"CORS_ORIGINS": "https://ok.example, example.com"},
+            "CORS_ORIGINS: expected origins like https://example.com (no path) or *, "
+            "got 'example.com'",
+        ),
+        (
+            {"DATABASE_URL": "mysql://user:hunter2@host/db"},
+            "DATABASE_URL: expected a postgresql:// URL, got a 'mysql' URL",
+        ),
+        (
+            {"REDIS_URL": "cache:6379"},
+            "REDIS_URL: expected a redis://, rediss:// or unix:// URL, got no URL scheme",
+        ),
+    ],
+)
+def test_the_declared_type_and_bounds_word_the_message(
+    environ: dict[str, str], message: str
+) -> None:
+    assert str(refused(**environ)) == message
+
+
+def test_every_wrong_variable_is_reported_at_once() -> None:
+    error = refused(
+        PORT="abc",
+        WORKERS="0",
+        LOG_LEVEL="loud",
+        ADMIN_EMAIL="root@example.com",
+        TRUSTED_PROXIES="proxy.local",
+    )
+
+    assert [e.variable for e in error.errors] == [
+        "PORT",
+        "WORKERS",
+        "LOG_LEVEL",
+        "ADMIN_PASSWORD",
+        "TRUSTED_PROXIES",
+    ]
+    assert error.errors[0] is error
+    assert all("\n" not in str(e) and str(e).startswith(f"{e.variable}: ") for e in error.errors)
+
+
+def test_a_variable_refused_for_its_value_is_not_refused_again_by_a_rule() -> None:
+    error = refused(ADMIN_EMAIL="not-an-email", ADMIN_PASSWORD="pw")
+
+    assert [str(e) for e in error.errors] == [
+        "ADMIN_EMAIL: expected an email address, got 'not-an-email'"
+    ]
+
+
 # --- production refusals -----------------------------------------------------
 
 
@@ -348,6 +421,38 @@ def test_production_requires_allowed_hosts() -> None:
     environ = {key: value for key, value in PRODUCTION.items() if key != "ALLOWED_HOSTS"}
 
     assert str(refused(**environ)) == "ALLOWED_HOSTS: must list the host names in production"
+
+
+def test_production_refuses_to_start_without_a_database() -> None:
+    environ = {key: value for key, value in PRODUCTION.items() if key != "DATABASE_URL"}
+    error = refused(**environ, POSTGRES_USER="app", POSTGRES_DB="app")
+
+    assert error.variable == "DATABASE_URL"
+    assert "POSTGRES_HOST" in str(error)
+    assert [e.variable for e in error.errors] == ["DATABASE_URL"]
+
+
+def test_production_accepts_the_postgres_variables_as_its_database() -> None:
+    environ = {key: value for key, value in PRODUCTION.items() if key != "DATABASE_URL"}
+    settings = load(**environ, POSTGRES_HOST="db.internal", POSTGRES_USER="app")
+
+    assert settings.resolved_database_url == "postgresql://app@db.internal:5432"
+
+
+def test_the_embedded_database_is_still_fine_outside_production(tmp_path: Path) -> None:
+    assert load(tmp_path, ENVIRONMENT="test").resolved_database_url is None
+
+
+def test_production_names_everything_it_misses_at_once() -> None:
+    error = refused(ENVIRONMENT="production", SECRET_KEY="short")
+
+    assert [e.variable for e in error.errors] == [
+        "SECRET_KEY",
+        "SMTP_HOST",
+        "LLM_PROVIDER",
+        "ALLOWED_HOSTS",
+        "DATABASE_URL",
+    ]
 
 
 def test_short_secret_keys_are_fine_outside_production() -> None:
@@ -466,6 +571,30 @@ def test_a_malformed_env_file_line_names_the_file_and_line(tmp_path: Path, line:
         load_settings(environ={"SECRET_KEY": STRONG_KEY}, env_file=env_file)
 
     assert str(caught.value).startswith(f"{env_file}:2: ")
+
+
+def test_every_malformed_env_file_line_is_named_with_the_variables(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("# settings\n\nNOT AN ASSIGNMENT\nPORT=eighty\n\n\n=value\n")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(environ={"SECRET_KEY": STRONG_KEY, "WORKERS": "0"}, env_file=env_file)
+
+    assert [e.variable for e in caught.value.errors] == [
+        f"{env_file}:3",
+        f"{env_file}:7",
+        "PORT",
+        "WORKERS",
+    ]
+
+
+def test_env_file_values_are_taken_literally(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("HOST=10.0.0.1\nSMTP_PASSWORD=pa$${HOST}ss\nPOSTGRES_PASSWORD='${HOST}'\n")
+
+    settings = load_settings(environ={"SECRET_KEY": STRONG_KEY}, env_file=env_file)
+
+    assert settings.smtp_password == "pa$${HOST}ss"
+    assert settings.postgres_password == "${HOST}"
 
 
 def test_invalid_values_from_the_env_file_name_their_variable(tmp_path: Path) -> None:
@@ -622,3 +751,63 @@ def test_arbitrary_values_raise_only_settings_errors(environ: dict[str, str]) ->
     if isinstance(result, SettingsError):
         assert result.variable in environ
         assert "\n" not in str(result)
+
+
+# --- CORS: what CORS_ORIGINS, or its absence, allows --------------------------
+
+
+@get("/ping", sync_to_thread=False)
+def ping() -> str:
+    return "pong"
+
+
+async def preflight(settings: Settings, origin: str) -> str | None:
+    """The origin a browser at ``origin`` is allowed to read as, if any."""
+    app = Litestar(route_handlers=[ping], cors_config=cors_config(settings))
+    async with AsyncTestClient(app) as client:
+        response = await client.options(
+            "/ping", headers={"Origin": origin, "Access-Control-Request-Method": "GET"}
+        )
+    return response.headers.get("access-control-allow-origin")
+
+
+@pytest.mark.parametrize(
+    "origin", ["http://localhost:3000", "http://127.0.0.1:5173", "http://[::1]:8080"]
+)
+async def test_development_allows_local_origins_by_default(origin: str) -> None:
+    assert await preflight(load(), origin) == origin
+
+
+@pytest.mark.parametrize(
+    "origin", ["https://evil.example", "http://localhost.evil.example", "http://10.0.0.7:3000"]
+)
+async def test_development_allows_no_other_origin_by_default(origin: str) -> None:
+    assert await preflight(load(), origin) is None
+
+
+@pytest.mark.parametrize("environment", [PRODUCTION, {"ENVIRONMENT": "test"}])
+async def test_production_and_test_allow_no_origin_unless_configured(
+    environment: dict[str, str],
+) -> None:
+    settings = load(**environment)
+
+    assert cors_config(settings) is None
+    assert await preflight(settings, "http://localhost:3000") is None
+
+
+async def test_configured_origins_replace_the_local_ones() -> None:
+    for environ in (PRODUCTION, {}):
+        settings = load(**environ, CORS_ORIGINS="https://app.example.com")
+
+        assert await preflight(settings, "https://app.example.com") == "https://app.example.com"
+        assert await preflight(settings, "http://localhost:3000") is None
+
+
+def test_the_local_origins_are_announced_at_start_up(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="web.operations"):
+        cors_config(load())
+        cors_config(load(CORS_ORIGINS="https://app.example.com"))
+
+    [record] = caplog.records
+    assert "http://localhost:<port>" in record.getMessage()
+    assert "development" in record.getMessage()
