@@ -17,12 +17,12 @@ from datetime import UTC, timedelta
 from gemini_core.accounts import Principal
 from gemini_core.entities import User, UserChanges
 from gemini_core.errors import ConflictError, InvalidInputError, NotFoundError
+from gemini_core.pagination import check_page_size
 from gemini_core.ports import Clock, SessionRepository, StatsRepository, UserRepository
 from gemini_core.validation import check_username, clean_full_name
 
 audit_log = logging.getLogger("gemini.audit")
 
-MAX_PAGE_SIZE = 100
 NEW_USER_WINDOW = timedelta(days=7)
 LAST_ADMIN = "The last active admin cannot be demoted, deactivated or deleted."
 
@@ -82,8 +82,7 @@ class AdminService:
     async def list_users(self, *, page: int, size: int, query: str | None) -> UsersPage:
         if page < 1:
             raise InvalidInputError("Pages start at 1.", field="page")
-        if not 1 <= size <= MAX_PAGE_SIZE:
-            raise InvalidInputError(f"Size is 1 to {MAX_PAGE_SIZE}.", field="size")
+        check_page_size(size, field="size")
         query = (query or "").strip() or None
         found = await self._users.search(query, offset=(page - 1) * size, limit=size)
         return UsersPage(

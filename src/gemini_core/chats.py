@@ -36,7 +36,12 @@ from gemini_core.entities import (
 )
 from gemini_core.errors import InvalidInputError, NotFoundError, UnavailableError
 from gemini_core.llm import LlmClient
-from gemini_core.pagination import decode_chat_cursor, encode_chat_cursor
+from gemini_core.pagination import (
+    check_page_size,
+    decode_chat_cursor,
+    encode_chat_cursor,
+    fetch_page,
+)
 from gemini_core.ports import ChatRepository, FileUploadRepository, MessageRepository, SearchHit
 from gemini_core.storage import FileStorage
 from gemini_core.tasks import TaskKeeper
@@ -44,7 +49,6 @@ from gemini_core.tasks import TaskKeeper
 __all__ = [
     "MAX_CONTENT_LENGTH",
     "MAX_FILES_PER_MESSAGE",
-    "MAX_PAGE_SIZE",
     "MAX_SEARCH_LENGTH",
     "MAX_SYSTEM_PROMPT_LENGTH",
     "MAX_TITLE_LENGTH",
@@ -65,7 +69,6 @@ MAX_SYSTEM_PROMPT_LENGTH = 8000
 MAX_CONTENT_LENGTH = 32000
 MAX_FILES_PER_MESSAGE = 10
 MAX_SEARCH_LENGTH = 500
-MAX_PAGE_SIZE = 100
 NEWEST_MESSAGES_SHOWN = 100
 NO_SUCH_CHAT = "No such chat."
 
@@ -187,21 +190,20 @@ class ChatService:
         cursor: str | None = None,
     ) -> ChatPage:
         """Pinned first, then the most recently updated; ``query`` matches titles."""
-        _check_page_size(limit)
+        check_page_size(limit)
         query = (query or "").strip() or None
         if query is not None and len(query) > MAX_TITLE_LENGTH:
             raise InvalidInputError(f"At most {MAX_TITLE_LENGTH} characters.", field="q")
         after = decode_chat_cursor(cursor) if cursor else None
-        rows = await self._chats.list(
-            user_id, archived=archived, query=query, limit=limit + 1, after=after
-        )
-        items = rows[:limit]
-        next_cursor = None
-        if len(rows) > limit:
-            last = items[-1]
-            next_cursor = encode_chat_cursor(
+        items, next_cursor = await fetch_page(
+            lambda n: self._chats.list(
+                user_id, archived=archived, query=query, limit=n, after=after
+            ),
+            limit,
+            lambda last: encode_chat_cursor(
                 ChatCursor(pinned=last.pinned, updated_at=last.updated_at, id=last.id)
-            )
+            ),
+        )
         return ChatPage(items=items, next_cursor=next_cursor)
 
     async def get_chat(self, user_id: int, chat_id: int) -> tuple[Chat, list[Message]]:
@@ -244,13 +246,15 @@ class ChatService:
         self, user_id: int, chat_id: int, *, limit: int = 50, before: int | None = None
     ) -> MessagePage:
         """The newest ``limit`` messages older than ``before``, oldest first."""
-        _check_page_size(limit)
+        check_page_size(limit)
         await self._require_chat(user_id, chat_id)
-        rows = await self._messages.list(user_id, chat_id, limit=limit + 1, before=before)
-        if len(rows) <= limit:
-            return MessagePage(items=rows, next_cursor=None)
-        items = rows[1:]
-        return MessagePage(items=items, next_cursor=str(items[0].id))
+        items, next_cursor = await fetch_page(
+            lambda n: self._messages.list(user_id, chat_id, limit=n, before=before),
+            limit,
+            lambda oldest: str(oldest.id),
+            backwards=True,
+        )
+        return MessagePage(items=items, next_cursor=next_cursor)
 
     async def send_message(
         self, user_id: int, chat_id: int, content: str, file_ids: Sequence[int] = ()
@@ -285,7 +289,7 @@ class ChatService:
         self, user_id: int, query: str, *, limit: int = 20
     ) -> list[SearchHit]:
         """The caller's messages matching ``query``, best first."""
-        _check_page_size(limit)
+        check_page_size(limit)
         query = query.strip()
         if not query:
             raise InvalidInputError("Type something to search for.", field="q")
@@ -325,11 +329,6 @@ class ChatService:
                 f"Unknown model; choose one of: {', '.join(self._rules.models)}.", field="model"
             )
         return model
-
-
-def _check_page_size(limit: int) -> None:
-    if not 1 <= limit <= MAX_PAGE_SIZE:
-        raise InvalidInputError(f"Between 1 and {MAX_PAGE_SIZE}.", field="limit")
 
 
 def _clean_title(title: str | None) -> str | None:

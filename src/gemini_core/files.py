@@ -34,14 +34,13 @@ from gemini_core.errors import (
     UnsupportedMediaTypeError,
 )
 from gemini_core.images import MAX_PIXELS, MAX_SIDE, SNIFF_BYTES, ImageInfo, sniff_image
-from gemini_core.pagination import decode_id_cursor, encode_id_cursor
+from gemini_core.pagination import check_page_size, decode_id_cursor, encode_id_cursor, fetch_page
 from gemini_core.ports import Cache, FileUploadRepository
 from gemini_core.storage import FileStorage
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PAGE_SIZE = 20
-MAX_PAGE_SIZE = 100
 MAX_NAME_LENGTH = 200
 FALLBACK_NAME = "upload"
 
@@ -248,13 +247,14 @@ class UploadService:
 
     async def list_files(self, owner: User, *, limit: int, cursor: str | None) -> FilePage:
         """The owner's files, newest first, a page at a time."""
-        if not 1 <= limit <= MAX_PAGE_SIZE:
-            raise InvalidInputError(f"limit must be 1 to {MAX_PAGE_SIZE}.", field="limit")
+        check_page_size(limit)
         before = None if cursor is None else decode_id_cursor(cursor)
-        found = await self._files.list(owner.id, limit=limit + 1, before=before)
-        items = found[:limit]
-        more = len(found) > limit
-        return FilePage(items=items, next_cursor=encode_id_cursor(items[-1].id) if more else None)
+        items, next_cursor = await fetch_page(
+            lambda n: self._files.list(owner.id, limit=n, before=before),
+            limit,
+            lambda last: encode_id_cursor(last.id),
+        )
+        return FilePage(items=items, next_cursor=next_cursor)
 
     async def open_file(self, viewer: User, filename: str) -> OpenedFile:
         """A file by its stored name, for its owner or an admin; ``NotFoundError``

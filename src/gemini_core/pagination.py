@@ -1,4 +1,7 @@
-"""Opaque page cursors.
+"""Pages: their size, how one is cut, and opaque cursors.
+
+A page is fetched with one item more than it holds: the extra item, if it
+comes, says that another page follows, with no count of the whole list.
 
 A cursor is the position of the last item of a page, in the list's order,
 encoded as URL-safe base64 of a small JSON array. Opaque so clients do not
@@ -12,12 +15,49 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from gemini_core.entities import ChatCursor
 from gemini_core.errors import InvalidInputError
 
+MAX_PAGE_SIZE = 100
+"""The most items one page may hold, in every list."""
+
 _BAD_CURSOR = "The cursor is not one this service issued."
+
+T = TypeVar("T")
+
+
+def check_page_size(size: int, *, field: str = "limit") -> None:
+    """``InvalidInputError`` naming ``field`` unless ``size`` is 1 to ``MAX_PAGE_SIZE``."""
+    if not 1 <= size <= MAX_PAGE_SIZE:
+        raise InvalidInputError(f"{field} must be 1 to {MAX_PAGE_SIZE}.", field=field)
+
+
+async def fetch_page(
+    fetch: Callable[[int], Awaitable[list[T]]],
+    size: int,
+    cursor_of: Callable[[T], str],
+    *,
+    backwards: bool = False,
+) -> tuple[list[T], str | None]:
+    """A page of at most ``size`` (already checked) items, and the cursor of
+    the next page when there is one.
+
+    ``fetch(n)`` returns the first ``n`` items from the current position. The
+    next cursor is that of the page's last item; ``backwards``, where the
+    newest items come oldest first (a chat's messages), that of its first.
+    """
+    found = await fetch(size + 1)
+    if len(found) <= size:
+        return found, None
+    if backwards:
+        items = found[-size:]
+        return items, cursor_of(items[0])
+    items = found[:size]
+    return items, cursor_of(items[-1])
 
 
 def _encode(values: list[object]) -> str:

@@ -13,7 +13,7 @@ from litestar.status_codes import HTTP_204_NO_CONTENT
 from gemini_core.accounts import Principal
 from gemini_core.admin import AccountEdit
 from web.container import Container
-from web.schemas import UserOut
+from web.schemas import UserOut, to_wire
 from web.security import provide_admin, provide_principal
 
 
@@ -75,13 +75,7 @@ class AdminController(Controller):
     ) -> UsersPageOut:
         """Accounts not deleted, by id; ``q`` matches part of an email or username."""
         found = await container.admin.list_users(page=page, size=size, query=q)
-        return UsersPageOut(
-            items=[UserOut.of(user) for user in found.items],
-            total=found.total,
-            page=found.page,
-            size=found.size,
-            pages=found.pages,
-        )
+        return to_wire(UsersPageOut, found)
 
     @put("/users/{user_id:int}", operation_id="adminUpdateUser")
     async def update_user(
@@ -100,7 +94,7 @@ class AdminController(Controller):
             is_verified=_given(data.is_verified),
             is_admin=_given(data.is_admin),
         )
-        return UserOut.of(await container.admin.edit_user(admin, user_id, edit))
+        return to_wire(UserOut, await container.admin.edit_user(admin, user_id, edit))
 
     @delete("/users/{user_id:int}", status_code=HTTP_204_NO_CONTENT, operation_id="adminDeleteUser")
     async def delete_user(

@@ -14,7 +14,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CO
 from gemini_core.accounts import Principal, Registration, TokenPair
 from gemini_core.entities import OtpPurpose
 from web.container import Container
-from web.schemas import UserOut
+from web.schemas import UserOut, to_wire
 from web.security import client_of, provide_principal
 
 Email = Annotated[str, msgspec.Meta(max_length=320)]
@@ -65,13 +65,7 @@ class TokenPairOut(msgspec.Struct):
 
     @classmethod
     def of(cls, pair: TokenPair) -> TokenPairOut:
-        return cls(
-            access_token=pair.access_token,
-            refresh_token=pair.refresh_token,
-            token_type="bearer",  # noqa: S106  (the OAuth 2 token type)
-            expires_in=pair.expires_in,
-            user=UserOut.of(pair.user),
-        )
+        return to_wire(cls, pair, token_type="bearer")  # noqa: S106  (the OAuth 2 token type)
 
 
 class ProfileIn(msgspec.Struct):
@@ -166,7 +160,7 @@ class AuthController(Controller):
 
     @get("/me", operation_id="getMe", dependencies=signed_in)
     async def me(self, principal: NamedDependency[Principal]) -> UserOut:
-        return UserOut.of(principal.user)
+        return to_wire(UserOut, principal.user)
 
     @patch("/me", operation_id="updateMe", dependencies=signed_in)
     async def update_me(
@@ -180,7 +174,7 @@ class AuthController(Controller):
         user = await container.accounts.update_profile(
             principal, full_name=full_name, username=username
         )
-        return UserOut.of(user)
+        return to_wire(UserOut, user)
 
     @post(
         "/change-password",
@@ -211,18 +205,9 @@ class AuthController(Controller):
         self, principal: NamedDependency[Principal], container: NamedDependency[Container]
     ) -> SessionsOut:
         sessions = await container.accounts.list_sessions(principal)
+        current = principal.session.id
         return SessionsOut(
-            items=[
-                SessionOut(
-                    id=s.id,
-                    created_at=s.created_at,
-                    last_used_at=s.last_used_at,
-                    user_agent=s.user_agent,
-                    ip=s.ip,
-                    current=s.id == principal.session.id,
-                )
-                for s in sessions
-            ]
+            items=[to_wire(SessionOut, s, current=s.id == current) for s in sessions]
         )
 
     @delete(

@@ -30,12 +30,12 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CON
 
 from gemini_core.accounts import Principal
 from gemini_core.chats import AnswerDelta, Exchange
-from gemini_core.entities import Chat, ChatChanges, Message
+from gemini_core.entities import ChatChanges
 from gemini_core.errors import GeminiError
-from gemini_core.ports import SearchHit
 from web.container import Container
 from web.events import EVENT_STREAM, EventStream, sse_event, wants_events
 from web.problems import problem_for
+from web.schemas import to_wire
 from web.security import provide_principal
 
 # --- the wire ---------------------------------------------------------------------
@@ -52,20 +52,6 @@ class ChatOut(msgspec.Struct):
     updated_at: datetime
     message_count: int
 
-    @classmethod
-    def of(cls, chat: Chat) -> ChatOut:
-        return cls(
-            id=chat.id,
-            title=chat.title,
-            model=chat.model,
-            system_prompt=chat.system_prompt,
-            pinned=chat.pinned,
-            archived=chat.archived,
-            created_at=chat.created_at,
-            updated_at=chat.updated_at,
-            message_count=chat.message_count,
-        )
-
 
 class MessageOut(msgspec.Struct):
     id: int
@@ -78,21 +64,6 @@ class MessageOut(msgspec.Struct):
     prompt_tokens: int | None
     completion_tokens: int | None
     created_at: datetime
-
-    @classmethod
-    def of(cls, message: Message) -> MessageOut:
-        return cls(
-            id=message.id,
-            chat_id=message.chat_id,
-            role=message.role.value,
-            content=message.content,
-            file_ids=list(message.file_ids),
-            status=message.status.value,
-            model=message.model,
-            prompt_tokens=message.prompt_tokens,
-            completion_tokens=message.completion_tokens,
-            created_at=message.created_at,
-        )
 
 
 class ChatWithMessagesOut(ChatOut):
@@ -123,15 +94,6 @@ class SearchHitOut(msgspec.Struct):
     chat_title: str | None
     message: MessageOut
     snippet: str
-
-    @classmethod
-    def of(cls, hit: SearchHit) -> SearchHitOut:
-        return cls(
-            chat_id=hit.message.chat_id,
-            chat_title=hit.chat_title,
-            message=MessageOut.of(hit.message),
-            snippet=hit.snippet,
-        )
 
 
 class SearchOut(msgspec.Struct):
@@ -180,14 +142,14 @@ class NewMessageIn(msgspec.Struct):
 
 async def exchange_events(exchange: Exchange) -> AsyncGenerator[bytes, None]:
     """The stream's events; closing it (or cancelling its reader) abandons the answer."""
-    yield sse_event("user_message", MessageOut.of(exchange.user_message))
+    yield sse_event("user_message", to_wire(MessageOut, exchange.user_message))
     try:
         async with aclosing(exchange.events) as events:
             async for event in events:
                 if isinstance(event, AnswerDelta):
                     yield sse_event("delta", DeltaOut(text=event.text))
                 else:
-                    yield sse_event("done", MessageOut.of(event.message))
+                    yield sse_event("done", to_wire(MessageOut, event.message))
     except GeminiError as exc:
         yield sse_event("error", problem_for(exc))
 
@@ -214,7 +176,7 @@ class ChatsController(Controller):
             model=data.model,
             system_prompt=data.system_prompt,
         )
-        return ChatOut.of(chat)
+        return to_wire(ChatOut, chat)
 
     @get("/", operation_id="listChats")
     async def list_chats(
@@ -231,9 +193,7 @@ class ChatsController(Controller):
         page = await container.chat.list_chats(
             principal.user.id, archived=archived, query=q, limit=limit, cursor=cursor
         )
-        return ChatPageOut(
-            items=[ChatOut.of(chat) for chat in page.items], next_cursor=page.next_cursor
-        )
+        return to_wire(ChatPageOut, page)
 
     @get("/{chat_id:int}", operation_id="getChat")
     async def get_chat(
@@ -244,10 +204,7 @@ class ChatsController(Controller):
     ) -> ChatWithMessagesOut:
         """The chat with its newest 100 messages, oldest first."""
         chat, messages = await container.chat.get_chat(principal.user.id, chat_id)
-        out = ChatOut.of(chat)
-        return ChatWithMessagesOut(
-            **msgspec.structs.asdict(out), messages=[MessageOut.of(m) for m in messages]
-        )
+        return to_wire(ChatWithMessagesOut, chat, messages=messages)
 
     @patch("/{chat_id:int}", operation_id="updateChat")
     async def update_chat(
@@ -259,7 +216,7 @@ class ChatsController(Controller):
     ) -> ChatOut:
         """Rename, pin, archive, change the system prompt or the model."""
         chat = await container.chat.update_chat(principal.user.id, chat_id, data.changes())
-        return ChatOut.of(chat)
+        return to_wire(ChatOut, chat)
 
     @delete("/{chat_id:int}", status_code=HTTP_204_NO_CONTENT, operation_id="deleteChat")
     async def delete_chat(
@@ -285,9 +242,7 @@ class ChatsController(Controller):
         page = await container.chat.list_messages(
             principal.user.id, chat_id, limit=limit, before=before
         )
-        return MessagePageOut(
-            items=[MessageOut.of(m) for m in page.items], next_cursor=page.next_cursor
-        )
+        return to_wire(MessagePageOut, page)
 
     @post(
         "/{chat_id:int}/messages",
@@ -322,8 +277,8 @@ class ChatsController(Controller):
         answer = await exchange.complete()
         return Response(
             ExchangeOut(
-                user_message=MessageOut.of(exchange.user_message),
-                assistant_message=MessageOut.of(answer),
+                user_message=to_wire(MessageOut, exchange.user_message),
+                assistant_message=to_wire(MessageOut, answer),
             ),
             status_code=HTTP_201_CREATED,
         )
@@ -345,4 +300,6 @@ class SearchController(Controller):
         """The caller's messages matching the words in `q`, best match first;
         in `snippet` the matched words are wrapped in `**`."""
         hits = await container.chat.search_messages(principal.user.id, q, limit=limit)
-        return SearchOut(items=[SearchHitOut.of(hit) for hit in hits])
+        return SearchOut(
+            items=[to_wire(SearchHitOut, hit, chat_id=hit.message.chat_id) for hit in hits]
+        )

@@ -26,6 +26,7 @@ from gemini_core.entities import FileUpload
 from gemini_core.files import DEFAULT_PAGE_SIZE
 from web.container import Container
 from web.multipart import form_file
+from web.schemas import to_wire
 from web.security import provide_principal
 
 
@@ -40,15 +41,8 @@ class FileOut(msgspec.Struct):
 
     @classmethod
     def of(cls, upload: FileUpload) -> FileOut:
-        return cls(
-            id=upload.id,
-            filename=upload.filename,
-            original_filename=upload.original_filename,
-            url=f"/uploads/{upload.filename}",
-            file_size=upload.file_size,
-            content_type=upload.content_type,
-            created_at=upload.created_at,
-        )
+        """``url`` is where ``download`` serves the bytes."""
+        return to_wire(cls, upload, url=f"/uploads/{upload.filename}")
 
 
 class FilesPageOut(msgspec.Struct):

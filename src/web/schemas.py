@@ -1,12 +1,24 @@
-"""Wire shapes shared by several controllers."""
+"""Wire shapes shared by several controllers, and the one way entities become them."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TypeVar
 
 import msgspec
 
-from gemini_core.entities import User
+S = TypeVar("S", bound=msgspec.Struct)
+
+
+def to_wire(struct: type[S], value: object, **computed: object) -> S:
+    """``struct`` from ``value``'s attributes of the same names, entities nested
+    in it included: enums become their values, tuples become lists, attributes
+    ``struct`` lacks are left out. ``computed`` gives the fields ``value`` has
+    no attribute for."""
+    if computed:
+        fields = struct.__struct_fields__
+        value = {name: getattr(value, name) for name in fields if name not in computed} | computed
+    return msgspec.convert(value, struct, from_attributes=True)
 
 
 class UserOut(msgspec.Struct):
@@ -21,17 +33,3 @@ class UserOut(msgspec.Struct):
     is_admin: bool
     created_at: datetime
     last_login_at: datetime | None
-
-    @classmethod
-    def of(cls, user: User) -> UserOut:
-        return cls(
-            id=user.id,
-            email=user.email,
-            username=user.username,
-            full_name=user.full_name,
-            is_active=user.is_active,
-            is_verified=user.is_verified,
-            is_admin=user.is_admin,
-            created_at=user.created_at,
-            last_login_at=user.last_login_at,
-        )

@@ -9,10 +9,13 @@ from hypothesis import strategies as st
 from gemini_core.entities import ChatCursor
 from gemini_core.errors import InvalidInputError
 from gemini_core.pagination import (
+    MAX_PAGE_SIZE,
+    check_page_size,
     decode_chat_cursor,
     decode_id_cursor,
     encode_chat_cursor,
     encode_id_cursor,
+    fetch_page,
 )
 
 positions = st.builds(
@@ -82,3 +85,51 @@ def test_positions_in_other_zones_come_back_in_utc() -> None:
     decoded = decode_chat_cursor(encode_chat_cursor(ChatCursor(True, moment, 3)))
     assert decoded.updated_at == moment
     assert decoded.updated_at.tzinfo == UTC
+
+
+@pytest.mark.parametrize("size", [0, -1, MAX_PAGE_SIZE + 1])
+def test_a_page_size_out_of_range_is_refused_naming_its_field(size: int) -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        check_page_size(size, field="size")
+    assert caught.value.field == "size"
+
+
+@pytest.mark.parametrize("size", [1, MAX_PAGE_SIZE])
+def test_page_sizes_up_to_the_maximum_are_allowed(size: int) -> None:
+    check_page_size(size)
+
+
+class _Items:
+    """A list read from the start, recording how many items each read asked for."""
+
+    def __init__(self, count: int) -> None:
+        self.items = list(range(count))
+        self.asked: list[int] = []
+
+    async def first(self, n: int) -> list[int]:
+        self.asked.append(n)
+        return self.items[:n]
+
+
+async def test_a_page_asks_for_one_more_item_than_it_holds() -> None:
+    source = _Items(10)
+    items, cursor = await fetch_page(source.first, 3, str)
+    assert source.asked == [4]
+    assert items == [0, 1, 2]
+    assert cursor == "2"
+
+
+@pytest.mark.parametrize("available", [0, 2, 3])
+async def test_the_last_page_has_no_next_cursor(available: int) -> None:
+    items, cursor = await fetch_page(_Items(available).first, 3, str)
+    assert items == list(range(available))
+    assert cursor is None
+
+
+async def test_a_page_read_backwards_drops_its_oldest_item_and_points_before_the_rest() -> None:
+    async def newest_oldest_first(n: int) -> list[int]:
+        return [6, 7, 8, 9][-n:]
+
+    items, cursor = await fetch_page(newest_oldest_first, 3, str, backwards=True)
+    assert items == [7, 8, 9]
+    assert cursor == "7"

@@ -9,19 +9,21 @@ so of two racing requests exactly one sees a row updated.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import cast
+
+from psycopg.rows import scalar_row
 
 from adapters.postgres._common import (
-    Row,
     execute,
     fetch_all,
     fetch_one,
+    pairs,
+    query_all,
+    query_one,
+    rows_as,
     translated_errors,
     utc,
-    utc_or_none,
 )
 from adapters.postgres.pool import Database
-from adapters.postgres.users import user_from_row
 from gemini_core.entities import (
     NewOtpVerification,
     NewUserSession,
@@ -92,17 +94,7 @@ _DELETE_OTP = "DELETE FROM otp_verifications WHERE id = %(id)s"
 _PURGE_OTPS = "DELETE FROM otp_verifications WHERE expires_at < %(before)s"
 
 
-def _otp(row: Row) -> OtpVerification:
-    return OtpVerification(
-        id=row["id"],
-        email=row["email"],
-        purpose=OtpPurpose(row["purpose"]),
-        code_hash=row["code_hash"],
-        attempts=row["attempts"],
-        expires_at=utc(row["expires_at"]),
-        consumed_at=utc_or_none(row["consumed_at"]),
-        created_at=utc(row["created_at"]),
-    )
+_OTP_ROWS = rows_as(OtpVerification)
 
 
 def _otp_params(otp: NewOtpVerification) -> dict[str, object]:
@@ -121,9 +113,9 @@ class PostgresOtpRepository:
         self._db = db
 
     async def add(self, otp: NewOtpVerification) -> OtpVerification:
-        row = await fetch_one(self._db, _INSERT_OTP, _otp_params(otp))
-        assert row is not None
-        return _otp(row)
+        added = await fetch_one(self._db, _INSERT_OTP, _otp_params(otp), _OTP_ROWS)
+        assert added is not None
+        return added
 
     async def add_if_allowed(
         self, otp: NewOtpVerification, *, since: datetime, allow: IssueGuard
@@ -132,23 +124,22 @@ class PostgresOtpRepository:
             with translated_errors():
                 lock = {"lock_class": _OTP_EMAIL_LOCK_CLASS, "email": otp.email}
                 await conn.execute(_LOCK_OTP_EMAIL, lock)
-                cursor = await conn.execute(_OTP_ISSUED_SINCE, {"email": otp.email, "since": since})
-                issued = cast("list[Row]", await cursor.fetchall())
-                allow([utc(row["created_at"]) for row in issued])
-                cursor = await conn.execute(_INSERT_OTP, _otp_params(otp))
-                row = cast("Row | None", await cursor.fetchone())
-        assert row is not None
-        return _otp(row)
+                issued_since = {"email": otp.email, "since": since}
+                issued = await query_all(conn, _OTP_ISSUED_SINCE, issued_since, scalar_row)
+                allow([utc(created_at) for created_at in issued])
+                added = await query_one(conn, _INSERT_OTP, _otp_params(otp), _OTP_ROWS)
+        assert added is not None
+        return added
 
     async def latest(self, email: str, purpose: OtpPurpose) -> OtpVerification | None:
-        row = await fetch_one(self._db, _LATEST_OTP, {"email": email, "purpose": purpose.value})
-        return None if row is None else _otp(row)
+        params = {"email": email, "purpose": purpose.value}
+        return await fetch_one(self._db, _LATEST_OTP, params, _OTP_ROWS)
 
     async def record_attempt(self, otp_id: int) -> int:
-        row = await fetch_one(self._db, _RECORD_OTP_FAILURE, {"id": otp_id})
-        if row is None:
+        attempts = await fetch_one(self._db, _RECORD_OTP_FAILURE, {"id": otp_id}, scalar_row)
+        if attempts is None:
             raise NotFoundError("No such code.")
-        return int(row["attempts"])
+        return int(attempts)
 
     async def consume(self, otp_id: int, at: datetime) -> bool:
         return await execute(self._db, _CONSUME_OTP, {"id": otp_id, "at": at}) > 0
@@ -228,18 +219,8 @@ WHERE user_id = %(user_id)s
 """
 
 
-def _session(row: Row) -> UserSession:
-    return UserSession(
-        id=row["id"],
-        user_id=row["user_id"],
-        refresh_token_hash=row["refresh_token_hash"],
-        user_agent=row["user_agent"],
-        ip=row["ip"],
-        created_at=utc(row["created_at"]),
-        last_used_at=utc(row["last_used_at"]),
-        expires_at=utc(row["expires_at"]),
-        revoked_at=utc_or_none(row["revoked_at"]),
-    )
+_SESSION_ROWS = rows_as(UserSession)
+_SESSION_WITH_USER_ROWS = pairs(_SESSION_ROWS, rows_as(User, prefix="u_"))
 
 
 class PostgresSessionRepository:
@@ -249,7 +230,7 @@ class PostgresSessionRepository:
         self._db = db
 
     async def add(self, session: NewUserSession) -> UserSession:
-        row = await fetch_one(
+        added = await fetch_one(
             self._db,
             _INSERT_SESSION,
             {
@@ -259,24 +240,21 @@ class PostgresSessionRepository:
                 "ip": session.ip,
                 "expires_at": session.expires_at,
             },
+            _SESSION_ROWS,
         )
-        assert row is not None
-        return _session(row)
+        assert added is not None
+        return added
 
     async def get(self, session_id: int) -> UserSession | None:
-        row = await fetch_one(self._db, _GET_SESSION, {"id": session_id})
-        return None if row is None else _session(row)
+        return await fetch_one(self._db, _GET_SESSION, {"id": session_id}, _SESSION_ROWS)
 
     async def get_with_user(self, session_id: int) -> tuple[UserSession, User] | None:
-        row = await fetch_one(self._db, _GET_SESSION_WITH_USER, {"id": session_id})
-        if row is None:
-            return None
-        user = user_from_row({k[2:]: v for k, v in row.items() if k.startswith("u_")})
-        return _session(row), user
+        params = {"id": session_id}
+        return await fetch_one(self._db, _GET_SESSION_WITH_USER, params, _SESSION_WITH_USER_ROWS)
 
     async def list_live(self, user_id: int, now: datetime) -> list[UserSession]:
-        rows = await fetch_all(self._db, _LIST_LIVE_SESSIONS, {"user_id": user_id, "now": now})
-        return [_session(row) for row in rows]
+        params = {"user_id": user_id, "now": now}
+        return await fetch_all(self._db, _LIST_LIVE_SESSIONS, params, _SESSION_ROWS)
 
     async def rotate(
         self, session_id: int, *, expected_hash: str, new_hash: str, now: datetime

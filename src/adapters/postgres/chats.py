@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import builtins
 
-from adapters.postgres._common import Row, execute, fetch_all, fetch_one, utc
+from psycopg.rows import dict_row
+
+from adapters.postgres._common import execute, fetch_all, fetch_one, pairs, rows_as
 from adapters.postgres.pool import Database
 from gemini_core.entities import (
     Chat,
     ChatChanges,
     ChatCursor,
     Message,
-    MessageRole,
-    MessageStatus,
     NewChat,
     NewMessage,
 )
@@ -153,35 +153,10 @@ ORDER BY hits.rank DESC, hits.id DESC
 )
 
 
-def _chat(row: Row) -> Chat:
-    return Chat(
-        id=row["id"],
-        user_id=row["user_id"],
-        title=row["title"],
-        model=row["model"],
-        system_prompt=row["system_prompt"],
-        pinned=row["pinned"],
-        archived=row["archived"],
-        created_at=utc(row["created_at"]),
-        updated_at=utc(row["updated_at"]),
-        message_count=row["message_count"],
-    )
-
-
-def _message(row: Row) -> Message:
-    return Message(
-        id=row["id"],
-        chat_id=row["chat_id"],
-        user_id=row["user_id"],
-        role=MessageRole(row["role"]),
-        content=row["content"],
-        file_ids=tuple(row["file_ids"]),
-        status=MessageStatus(row["status"]),
-        model=row["model"],
-        prompt_tokens=row["prompt_tokens"],
-        completion_tokens=row["completion_tokens"],
-        created_at=utc(row["created_at"]),
-    )
+_CHAT_ROWS = rows_as(Chat)
+_MESSAGE_ROWS = rows_as(Message)
+# A found message, and the columns a search adds to it.
+_HIT_ROWS = pairs(_MESSAGE_ROWS, dict_row)
 
 
 class PostgresChatRepository:
@@ -191,7 +166,7 @@ class PostgresChatRepository:
         self._db = db
 
     async def add(self, chat: NewChat) -> Chat:
-        row = await fetch_one(
+        added = await fetch_one(
             self._db,
             _INSERT_CHAT,
             {
@@ -200,13 +175,13 @@ class PostgresChatRepository:
                 "model": chat.model,
                 "system_prompt": chat.system_prompt,
             },
+            _CHAT_ROWS,
         )
-        assert row is not None
-        return _chat(row)
+        assert added is not None
+        return added
 
     async def get(self, user_id: int, chat_id: int) -> Chat | None:
-        row = await fetch_one(self._db, _GET_CHAT, {"id": chat_id, "user_id": user_id})
-        return None if row is None else _chat(row)
+        return await fetch_one(self._db, _GET_CHAT, {"id": chat_id, "user_id": user_id}, _CHAT_ROWS)
 
     async def list(
         self,
@@ -224,18 +199,16 @@ class PostgresChatRepository:
             "limit": limit,
         }
         if after is None:
-            rows = await fetch_all(self._db, _LIST_CHATS, params)
-        else:
-            params |= {
-                "after_pinned": after.pinned,
-                "after_updated_at": after.updated_at,
-                "after_id": after.id,
-            }
-            rows = await fetch_all(self._db, _LIST_CHATS_AFTER, params)
-        return [_chat(row) for row in rows]
+            return await fetch_all(self._db, _LIST_CHATS, params, _CHAT_ROWS)
+        params |= {
+            "after_pinned": after.pinned,
+            "after_updated_at": after.updated_at,
+            "after_id": after.id,
+        }
+        return await fetch_all(self._db, _LIST_CHATS_AFTER, params, _CHAT_ROWS)
 
     async def update(self, user_id: int, chat_id: int, changes: ChatChanges) -> Chat | None:
-        row = await fetch_one(
+        return await fetch_one(
             self._db,
             _UPDATE_CHAT,
             {
@@ -249,8 +222,8 @@ class PostgresChatRepository:
                 "archived": changes.archived,
                 "model": changes.model,
             },
+            _CHAT_ROWS,
         )
-        return None if row is None else _chat(row)
 
     async def delete(self, user_id: int, chat_id: int) -> bool:
         deleted = await execute(self._db, _DELETE_CHAT, {"id": chat_id, "user_id": user_id})
@@ -264,7 +237,7 @@ class PostgresMessageRepository:
         self._db = db
 
     async def add(self, message: NewMessage) -> Message:
-        row = await fetch_one(
+        added = await fetch_one(
             self._db,
             _INSERT_MESSAGE,
             {
@@ -278,26 +251,22 @@ class PostgresMessageRepository:
                 "prompt_tokens": message.prompt_tokens,
                 "completion_tokens": message.completion_tokens,
             },
+            _MESSAGE_ROWS,
         )
-        if row is None:
+        if added is None:
             raise NotFoundError("No such chat.")
-        return _message(row)
+        return added
 
     async def list(
         self, user_id: int, chat_id: int, *, limit: int, before: int | None
     ) -> list[Message]:
-        rows = await fetch_all(
-            self._db,
-            _LIST_MESSAGES,
-            {"user_id": user_id, "chat_id": chat_id, "limit": limit, "before": before},
-        )
-        return [_message(row) for row in rows]
+        params = {"user_id": user_id, "chat_id": chat_id, "limit": limit, "before": before}
+        return await fetch_all(self._db, _LIST_MESSAGES, params, _MESSAGE_ROWS)
 
     async def search(self, user_id: int, query: str, *, limit: int) -> builtins.list[SearchHit]:
-        rows = await fetch_all(
-            self._db, _SEARCH_MESSAGES, {"user_id": user_id, "query": query, "limit": limit}
-        )
+        params = {"user_id": user_id, "query": query, "limit": limit}
+        rows = await fetch_all(self._db, _SEARCH_MESSAGES, params, _HIT_ROWS)
         return [
-            SearchHit(message=_message(row), chat_title=row["chat_title"], snippet=row["snippet"])
-            for row in rows
+            SearchHit(message=message, chat_title=row["chat_title"], snippet=row["snippet"])
+            for message, row in rows
         ]

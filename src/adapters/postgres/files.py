@@ -11,7 +11,9 @@ from __future__ import annotations
 import builtins
 from collections.abc import Sequence
 
-from adapters.postgres._common import Row, fetch_all, fetch_one, translated_errors, utc
+from psycopg.rows import scalar_row
+
+from adapters.postgres._common import fetch_all, fetch_one, query_one, rows_as, translated_errors
 from adapters.postgres.pool import Database
 from gemini_core.entities import FileUpload, NewFileUpload
 from gemini_core.errors import NotFoundError
@@ -76,16 +78,7 @@ ORDER BY asked.position
 """
 
 
-def _file(row: Row) -> FileUpload:
-    return FileUpload(
-        id=row["id"],
-        user_id=row["user_id"],
-        filename=row["filename"],
-        original_filename=row["original_filename"],
-        content_type=row["content_type"],
-        file_size=row["file_size"],
-        created_at=utc(row["created_at"]),
-    )
+_FILE_ROWS = rows_as(FileUpload)
 
 
 class PostgresFileUploadRepository:
@@ -95,7 +88,7 @@ class PostgresFileUploadRepository:
         self._db = db
 
     async def add(self, upload: NewFileUpload) -> FileUpload:
-        row = await fetch_one(
+        added = await fetch_one(
             self._db,
             _INSERT,
             {
@@ -105,9 +98,10 @@ class PostgresFileUploadRepository:
                 "content_type": upload.content_type,
                 "file_size": upload.file_size,
             },
+            _FILE_ROWS,
         )
-        assert row is not None
-        return _file(row)
+        assert added is not None
+        return added
 
     async def add_within_quota(self, upload: NewFileUpload, *, quota: int) -> FileUpload | None:
         params = {
@@ -120,37 +114,30 @@ class PostgresFileUploadRepository:
         }
         async with self._db.transaction() as conn:
             with translated_errors():
-                owner = await (await conn.execute(_LOCK_OWNER, params)).fetchone()
-                if owner is None:
+                if await query_one(conn, _LOCK_OWNER, params, scalar_row) is None:
                     raise NotFoundError("A record this refers to does not exist.")
-                row = await (await conn.execute(_INSERT_WITHIN_QUOTA, params)).fetchone()
-        return None if row is None else _file(row)
+                return await query_one(conn, _INSERT_WITHIN_QUOTA, params, _FILE_ROWS)
 
     async def get(self, user_id: int, file_id: int) -> FileUpload | None:
-        row = await fetch_one(self._db, _GET, {"id": file_id, "user_id": user_id})
-        return None if row is None else _file(row)
+        return await fetch_one(self._db, _GET, {"id": file_id, "user_id": user_id}, _FILE_ROWS)
 
     async def get_by_filename(self, filename: str) -> FileUpload | None:
-        row = await fetch_one(self._db, _GET_BY_FILENAME, {"filename": filename})
-        return None if row is None else _file(row)
+        return await fetch_one(self._db, _GET_BY_FILENAME, {"filename": filename}, _FILE_ROWS)
 
     async def list(self, user_id: int, *, limit: int, before: int | None) -> list[FileUpload]:
-        rows = await fetch_all(
-            self._db, _LIST, {"user_id": user_id, "limit": limit, "before": before}
-        )
-        return [_file(row) for row in rows]
+        params = {"user_id": user_id, "limit": limit, "before": before}
+        return await fetch_all(self._db, _LIST, params, _FILE_ROWS)
 
     async def delete(self, user_id: int, file_id: int) -> FileUpload | None:
-        row = await fetch_one(self._db, _DELETE, {"id": file_id, "user_id": user_id})
-        return None if row is None else _file(row)
+        return await fetch_one(self._db, _DELETE, {"id": file_id, "user_id": user_id}, _FILE_ROWS)
 
     async def total_size(self, user_id: int) -> int:
-        row = await fetch_one(self._db, _TOTAL_SIZE, {"user_id": user_id})
-        assert row is not None
-        return int(row["total"])
+        total = await fetch_one(self._db, _TOTAL_SIZE, {"user_id": user_id}, scalar_row)
+        assert total is not None
+        return int(total)
 
     async def owned(self, user_id: int, file_ids: Sequence[int]) -> builtins.list[FileUpload]:
         if not file_ids:
             return []
-        rows = await fetch_all(self._db, _OWNED, {"user_id": user_id, "ids": list(file_ids)})
-        return [_file(row) for row in rows]
+        params = {"user_id": user_id, "ids": list(file_ids)}
+        return await fetch_all(self._db, _OWNED, params, _FILE_ROWS)

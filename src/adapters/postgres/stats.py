@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from adapters.postgres._common import fetch_one
+from adapters.postgres._common import fetch_one, rows_as
 from adapters.postgres.pool import Database
 from gemini_core.ports import Counts
 
@@ -29,6 +29,9 @@ FROM (
 ) AS chats
 """
 
+# Every count is a bigint (sum of an integer column included), so an int.
+_COUNTS_ROWS = rows_as(Counts)
+
 
 class PostgresStatsRepository:
     """The ``StatsRepository`` port."""
@@ -37,14 +40,7 @@ class PostgresStatsRepository:
         self._db = db
 
     async def counts(self, *, active_since: datetime, created_since: datetime) -> Counts:
-        row = await fetch_one(
-            self._db, _COUNTS, {"active_since": active_since, "created_since": created_since}
-        )
-        assert row is not None
-        return Counts(
-            total_users=int(row["total_users"]),
-            total_chats=int(row["total_chats"]),
-            total_messages=int(row["total_messages"]),
-            active_users=int(row["active_users"]),
-            new_users=int(row["new_users"]),
-        )
+        params = {"active_since": active_since, "created_since": created_since}
+        counts = await fetch_one(self._db, _COUNTS, params, _COUNTS_ROWS)
+        assert counts is not None
+        return counts

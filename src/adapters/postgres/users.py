@@ -8,18 +8,18 @@ indexes on ``lower(email)`` and ``lower(username)``; they are stored as given
 from __future__ import annotations
 
 from datetime import datetime
-from typing import cast
 
 import psycopg
+from psycopg.rows import scalar_row
 
 from adapters.postgres._common import (
-    Row,
     execute,
     fetch_all,
     fetch_one,
+    pairs,
+    query_one,
+    rows_as,
     translated_errors,
-    utc,
-    utc_or_none,
 )
 from adapters.postgres.pool import Database
 from gemini_core.entities import NewUser, User, UserChanges, UserPage
@@ -104,22 +104,9 @@ ORDER BY page.id
 )
 
 
-def user_from_row(row: Row) -> User:
-    return User(
-        id=row["id"],
-        email=row["email"],
-        username=row["username"],
-        full_name=row["full_name"],
-        password_hash=row["password_hash"],
-        is_active=row["is_active"],
-        is_verified=row["is_verified"],
-        is_admin=row["is_admin"],
-        created_at=utc(row["created_at"]),
-        updated_at=utc(row["updated_at"]),
-        last_login_at=utc_or_none(row["last_login_at"]),
-        last_seen_at=utc_or_none(row["last_seen_at"]),
-        deleted_at=utc_or_none(row["deleted_at"]),
-    )
+USER_ROWS = rows_as(User)
+# The total, and a user unless the page is empty.
+_SEARCH_ROWS = pairs(scalar_row, rows_as(User, optional=True))
 
 
 def _update_params(user_id: int, changes: UserChanges) -> dict[str, object]:
@@ -145,7 +132,7 @@ class PostgresUserRepository:
         self._db = db
 
     async def add(self, user: NewUser) -> User:
-        row = await fetch_one(
+        added = await fetch_one(
             self._db,
             _INSERT,
             {
@@ -157,37 +144,34 @@ class PostgresUserRepository:
                 "is_verified": user.is_verified,
                 "is_admin": user.is_admin,
             },
+            USER_ROWS,
         )
-        assert row is not None
-        return user_from_row(row)
+        assert added is not None
+        return added
 
     async def get(self, user_id: int) -> User | None:
-        row = await fetch_one(self._db, _GET, {"id": user_id})
-        return None if row is None else user_from_row(row)
+        return await fetch_one(self._db, _GET, {"id": user_id}, USER_ROWS)
 
     async def get_by_email(self, email: str) -> User | None:
-        row = await fetch_one(self._db, _GET_BY_EMAIL, {"email": email})
-        return None if row is None else user_from_row(row)
+        return await fetch_one(self._db, _GET_BY_EMAIL, {"email": email}, USER_ROWS)
 
     async def update(self, user_id: int, changes: UserChanges) -> User:
-        row = await fetch_one(self._db, _UPDATE, _update_params(user_id, changes))
-        if row is None:
+        user = await fetch_one(self._db, _UPDATE, _update_params(user_id, changes), USER_ROWS)
+        if user is None:
             raise NotFoundError("No such user.")
-        return user_from_row(row)
+        return user
 
     async def update_keeping_an_admin(self, user_id: int, changes: UserChanges) -> User | None:
         async with self._db.transaction() as conn:
             with translated_errors():
                 await conn.execute(_LOCK_ADMIN_CHANGES, {"lock_class": _ADMIN_CHANGES_LOCK_CLASS})
-                cursor = await conn.execute(_UPDATE, _update_params(user_id, changes))
-                row = cast("Row | None", await cursor.fetchone())
-                if row is None:
+                params = _update_params(user_id, changes)
+                user = await query_one(conn, _UPDATE, params, USER_ROWS)
+                if user is None:
                     raise NotFoundError("No such user.")
-                cursor = await conn.execute(_ANY_ACTIVE_ADMIN)
-                left = cast("Row", await cursor.fetchone())
-                if not left["found"]:
+                if not await query_one(conn, _ANY_ACTIVE_ADMIN, {}, scalar_row):
                     raise psycopg.Rollback
-                return user_from_row(row)
+                return user
         return None
 
     async def touch(self, user_id: int, seen_at: datetime) -> None:
@@ -196,10 +180,7 @@ class PostgresUserRepository:
     async def search(self, query: str | None, *, offset: int, limit: int) -> UserPage:
         if offset < 0 or limit < 0:
             raise InvalidInputError("offset and limit must not be negative")
-        rows = await fetch_all(
-            self._db, _SEARCH, {"query": query, "offset": offset, "limit": limit}
-        )
-        total = int(rows[0]["total"]) if rows else 0
-        return UserPage(
-            items=[user_from_row(row) for row in rows if row["id"] is not None], total=total
-        )
+        params = {"query": query, "offset": offset, "limit": limit}
+        rows = await fetch_all(self._db, _SEARCH, params, _SEARCH_ROWS)
+        total = int(rows[0][0]) if rows else 0
+        return UserPage(items=[user for _, user in rows if user is not None], total=total)
