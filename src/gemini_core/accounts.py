@@ -46,6 +46,7 @@ from gemini_core.ports import (
     TokenType,
     UserRepository,
 )
+from gemini_core.telemetry import LoginFailed, Telemetry
 from gemini_core.validation import check_username, clean_full_name, normalize_email
 
 security_log = logging.getLogger("gemini.security")
@@ -110,6 +111,7 @@ class AccountService:
         tokens: TokenCodec,
         clock: Clock,
         rules: SessionRules,
+        telemetry: Telemetry,
     ) -> None:
         self._users = users
         self._sessions = sessions
@@ -118,6 +120,7 @@ class AccountService:
         self._tokens = tokens
         self._clock = clock
         self._rules = rules
+        self._telemetry = telemetry
         self._decoy_hash: str | None = None
 
     # --- codes -------------------------------------------------------------
@@ -180,11 +183,11 @@ class AccountService:
         if user is None:
             # Spend one verification anyway, so timing does not reveal accounts.
             await self._hasher.verify(await self._decoy(), password)
-            security_log.warning("login failed", extra={"event": "login_failed", "email": email})
+            self._telemetry.login_failed(LoginFailed("unknown_email", email=email, user_id=None))
             raise AuthenticationError(BAD_LOGIN)
         if not await self._hasher.verify(user.password_hash, password):
-            security_log.warning(
-                "login failed", extra={"event": "login_failed", "user_id": user.id}
+            self._telemetry.login_failed(
+                LoginFailed("wrong_password", email=email, user_id=user.id)
             )
             raise AuthenticationError(BAD_LOGIN)
         if not user.can_sign_in:

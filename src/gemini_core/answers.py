@@ -51,8 +51,8 @@ from gemini_core.errors import (
 from gemini_core.llm import ChatTurn, ImagePart, LlmChunk, LlmClient, LlmRequest, Usage
 from gemini_core.ports import ChatRepository, FileUploadRepository, MessageRepository
 from gemini_core.tasks import TaskKeeper
+from gemini_core.telemetry import ModelCall, ModelCallOutcome, ModelCallPurpose, Telemetry
 
-llm_log = logging.getLogger("gemini.llm")
 log = logging.getLogger(__name__)
 
 # Earlier messages' images ride along while they fit these budgets (newest
@@ -130,6 +130,7 @@ class Answerer:
         llm: LlmClient,
         settings: AnswerSettings,
         tasks: TaskKeeper,
+        telemetry: Telemetry,
     ) -> None:
         self._chats = chats
         self._messages = messages
@@ -138,6 +139,7 @@ class Answerer:
         self._llm = llm
         self._settings = settings
         self._tasks = tasks
+        self._telemetry = telemetry
         self._titling: set[int] = set()
         self._abandoned = False
         self._model_waits: set[asyncio.Timeout] = set()
@@ -162,7 +164,7 @@ class Answerer:
         saving: asyncio.Task[Message] | None = None
         started = time.perf_counter()
         first_piece_at: float | None = None
-        outcome = "cancelled"
+        outcome: ModelCallOutcome = "cancelled"
 
         def store(status: MessageStatus) -> asyncio.Task[Message]:
             return self._tasks.spawn(
@@ -221,7 +223,7 @@ class Answerer:
                 # The reader went away mid-answer: leaving this frame abandoned
                 # the model call; what arrived is kept, marked failed.
                 store(MessageStatus.FAILED)
-            self._log_call(
+            self._report(
                 "answer", chat, model, outcome, started, first_piece_at, usage, len(pieces)
             )
 
@@ -342,7 +344,8 @@ class Answerer:
         )
         pieces: list[str] = []
         usage = Usage(prompt_tokens=None, completion_tokens=None)
-        started, outcome = time.perf_counter(), "cancelled"
+        started = time.perf_counter()
+        outcome: ModelCallOutcome = "cancelled"
         try:
             async with aclosing(self._llm.stream(request)) as stream:
                 async for item in stream:
@@ -355,47 +358,41 @@ class Answerer:
             outcome = outcome_of(exc)
             raise
         finally:
-            self._log_call("title", chat, model, outcome, started, None, usage, len(pieces))
+            self._report("title", chat, model, outcome, started, None, usage, len(pieces))
         return clean_title("".join(pieces))
 
     # --- the record of each call ----------------------------------------------------
 
-    @staticmethod
-    def _log_call(
-        purpose: str,
+    def _report(
+        self,
+        purpose: ModelCallPurpose,
         chat: Chat,
         model: str,
-        outcome: str,
+        outcome: ModelCallOutcome,
         started: float,
         first_piece_at: float | None,
         usage: Usage,
         pieces: int,
     ) -> None:
-        """One ``model_call`` record on ``gemini.llm``; the metrics are made from
-        its ``extra`` fields (see ``web.metrics``)."""
-        llm_log.info(
-            "model call (%s) %s",
-            purpose,
-            outcome,
-            extra={
-                "event": "model_call",
-                "purpose": purpose,
-                "model": model,
-                "outcome": outcome,
-                "chat_id": chat.id,
-                "user_id": chat.user_id,
-                "duration_seconds": round(time.perf_counter() - started, 4),
-                "first_token_seconds": (
+        self._telemetry.model_called(
+            ModelCall(
+                purpose=purpose,
+                model=model,
+                outcome=outcome,
+                chat_id=chat.id,
+                user_id=chat.user_id,
+                duration_seconds=round(time.perf_counter() - started, 4),
+                first_token_seconds=(
                     None if first_piece_at is None else round(first_piece_at - started, 4)
                 ),
-                "pieces": pieces,
-                "prompt_tokens": usage.prompt_tokens,
-                "completion_tokens": usage.completion_tokens,
-            },
+                pieces=pieces,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+            )
         )
 
 
-def outcome_of(error: GeminiError) -> str:
+def outcome_of(error: GeminiError) -> ModelCallOutcome:
     """The few outcomes the metrics tell apart."""
     if isinstance(error, UpstreamTimeoutError):
         return "timeout"

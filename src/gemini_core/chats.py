@@ -45,6 +45,7 @@ from gemini_core.pagination import (
 from gemini_core.ports import ChatRepository, FileUploadRepository, MessageRepository, SearchHit
 from gemini_core.storage import FileStorage
 from gemini_core.tasks import TaskKeeper
+from gemini_core.telemetry import Telemetry
 
 __all__ = [
     "MAX_CONTENT_LENGTH",
@@ -134,6 +135,7 @@ class ChatService:
         images: ImageSource,
         llm: LlmClient,
         rules: ChatRules,
+        telemetry: Telemetry,
     ) -> None:
         if not rules.models:
             raise ValueError("at least one model must be allowed")
@@ -155,6 +157,7 @@ class ChatService:
                 model_titles=rules.model_titles,
             ),
             tasks=self._tasks,
+            telemetry=telemetry,
         )
 
     @property

@@ -37,6 +37,7 @@ from gemini_core.images import MAX_PIXELS, MAX_SIDE, SNIFF_BYTES, ImageInfo, sni
 from gemini_core.pagination import check_page_size, decode_id_cursor, encode_id_cursor, fetch_page
 from gemini_core.ports import Cache, FileUploadRepository
 from gemini_core.storage import FileStorage
+from gemini_core.telemetry import FileUploaded, Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -170,11 +171,13 @@ class UploadService:
         files: FileUploadRepository,
         storage: FileStorage,
         rules: UploadRules,
+        telemetry: Telemetry,
         cache: Cache | None = None,
     ) -> None:
         self._files = files
         self._storage = storage
         self._rules = rules
+        self._telemetry = telemetry
         self._cache = cache
 
     async def upload_file(
@@ -210,6 +213,9 @@ class UploadService:
         except BaseException:
             await self._discard(key)
             raise
+        self._telemetry.file_uploaded(
+            FileUploaded(user_id=owner.id, content_type=stored.content_type, size=stored.file_size)
+        )
         return stored
 
     async def _read_header(self, reader: _Reader) -> tuple[bytes, ImageInfo]:

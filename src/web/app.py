@@ -12,26 +12,21 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from litestar import Litestar
-from litestar.datastructures import State
 from litestar.di import Provide
 
 from web import composition, operations, shutdown
 from web.admin import AdminController
 from web.auth import AuthController
 from web.chats import ChatsController, SearchController
-from web.container import Container
+from web.container import Container, ContainerSlot
 from web.docs import docs_router, openapi_config
 from web.files import FilesController
 from web.health import HealthController
 from web.json_body import JsonBodyRequest
 from web.logs import configure_logging
+from web.metrics import Metrics
 from web.problems import EXCEPTION_HANDLERS
 from web.settings import Settings, load_settings
-
-
-def _provide_container(state: State) -> Container:
-    container: Container = state.container
-    return container
 
 
 def create_app(container: Container | None = None, *, settings: Settings | None = None) -> Litestar:
@@ -41,23 +36,28 @@ def create_app(container: Container | None = None, *, settings: Settings | None 
         settings = load_settings()
     configure_logging(settings)
     resolved_settings = settings
+    # Made here, not in the lifespan: the middleware records into it.
+    recorder = Metrics() if settings.metrics_enabled else None
+    slot = ContainerSlot(container)
 
     @asynccontextmanager
-    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
         if container is not None:
-            app.state.container = container
             yield
             return
         async with (
-            composition.open_container(resolved_settings) as built,
+            composition.open_container(resolved_settings, metrics=recorder) as built,
             # Answers still streaming at a stop signal end in time to be stored.
             shutdown.after_stop_signal(
-                built.chat.abandon_answers,
+                built.chats.abandon_answers,
                 seconds=composition.answer_grace_seconds(resolved_settings),
             ),
         ):
-            app.state.container = built
-            yield
+            slot.fill(built)
+            try:
+                yield
+            finally:
+                slot.fill(None)
 
     docs = settings.docs_enabled
     app = Litestar(
@@ -70,16 +70,16 @@ def create_app(container: Container | None = None, *, settings: Settings | None 
             SearchController,
             *([docs_router] if docs else []),
         ],
-        lifespan=[lifespan, *operations.lifespans(settings)],
-        middleware=operations.route_middleware(settings),
+        lifespan=[lifespan, *operations.lifespans(slot, recorder)],
+        middleware=operations.route_middleware(settings, slot, recorder),
         cors_config=operations.cors_config(settings),
         request_max_body_size=operations.MAX_JSON_BODY,
         request_class=JsonBodyRequest,
-        dependencies={"container": Provide(_provide_container, sync_to_thread=False)},
+        dependencies={"container": Provide(slot.get, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi_config(composition.app_version()) if docs else None,
         # Logging is configured above; Litestar's default would replace it.
         logging_config=None,
         debug=False,
     )
-    return operations.install(app, settings)
+    return operations.install(app, settings, slot, recorder)

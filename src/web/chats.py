@@ -170,7 +170,7 @@ class ChatsController(Controller):
         container: NamedDependency[Container],
     ) -> ChatOut:
         """A chat with no title gets one from its first exchange."""
-        chat = await container.chat.create_chat(
+        chat = await container.chats.create_chat(
             principal.user.id,
             title=data.title,
             model=data.model,
@@ -190,7 +190,7 @@ class ChatsController(Controller):
     ) -> ChatPageOut:
         """Pinned first, then the most recently updated; `q` matches titles.
         Pass `next_cursor` back as `cursor` for the next page."""
-        page = await container.chat.list_chats(
+        page = await container.chats.list_chats(
             principal.user.id, archived=archived, query=q, limit=limit, cursor=cursor
         )
         return to_wire(ChatPageOut, page)
@@ -203,7 +203,7 @@ class ChatsController(Controller):
         container: NamedDependency[Container],
     ) -> ChatWithMessagesOut:
         """The chat with its newest 100 messages, oldest first."""
-        chat, messages = await container.chat.get_chat(principal.user.id, chat_id)
+        chat, messages = await container.chats.get_chat(principal.user.id, chat_id)
         return to_wire(ChatWithMessagesOut, chat, messages=messages)
 
     @patch("/{chat_id:int}", operation_id="updateChat")
@@ -215,7 +215,7 @@ class ChatsController(Controller):
         container: NamedDependency[Container],
     ) -> ChatOut:
         """Rename, pin, archive, change the system prompt or the model."""
-        chat = await container.chat.update_chat(principal.user.id, chat_id, data.changes())
+        chat = await container.chats.update_chat(principal.user.id, chat_id, data.changes())
         return to_wire(ChatOut, chat)
 
     @delete("/{chat_id:int}", status_code=HTTP_204_NO_CONTENT, operation_id="deleteChat")
@@ -226,7 +226,7 @@ class ChatsController(Controller):
         container: NamedDependency[Container],
     ) -> None:
         """Delete the chat and its messages."""
-        await container.chat.delete_chat(principal.user.id, chat_id)
+        await container.chats.delete_chat(principal.user.id, chat_id)
 
     @get("/{chat_id:int}/messages", operation_id="listMessages")
     async def list_messages(
@@ -239,7 +239,7 @@ class ChatsController(Controller):
     ) -> MessagePageOut:
         """The newest `limit` messages before the message `before`, oldest first;
         `next_cursor` is the next `before` (null on the oldest page)."""
-        page = await container.chat.list_messages(
+        page = await container.chats.list_messages(
             principal.user.id, chat_id, limit=limit, before=before
         )
         return to_wire(MessagePageOut, page)
@@ -269,7 +269,7 @@ class ChatsController(Controller):
         container: NamedDependency[Container],
     ) -> Response[ExchangeOut] | EventStream:
         """Store the message, ask the model with the chat's history, store its answer."""
-        exchange = await container.chat.send_message(
+        exchange = await container.chats.send_message(
             principal.user.id, chat_id, data.content, data.file_ids
         )
         if wants_events(request):
@@ -299,7 +299,7 @@ class SearchController(Controller):
     ) -> SearchOut:
         """The caller's messages matching the words in `q`, best match first;
         in `snippet` the matched words are wrapped in `**`."""
-        hits = await container.chat.search_messages(principal.user.id, q, limit=limit)
+        hits = await container.chats.search_messages(principal.user.id, q, limit=limit)
         return SearchOut(
             items=[to_wire(SearchHitOut, hit, chat_id=hit.message.chat_id) for hit in hits]
         )

@@ -81,7 +81,7 @@ class FilesController(Controller):
         """Upload a JPEG, PNG, GIF or WebP image as the multipart field `file`."""
         max_size = container.settings.max_upload_size
         async with form_file(request, field="file", max_size=max_size) as part:
-            upload = await container.uploads.upload_file(
+            upload = await container.files.upload_file(
                 principal.user, part.chunks, original_name=part.filename
             )
         return FileOut.of(upload)
@@ -94,7 +94,7 @@ class FilesController(Controller):
         container: NamedDependency[Container],
     ) -> Stream:
         """The image's bytes, for its owner or an admin."""
-        opened = await container.uploads.open_file(principal.user, filename)
+        opened = await container.files.open_file(principal.user, filename)
         upload = opened.upload
         return Stream(
             opened.chunks,
@@ -116,7 +116,7 @@ class FilesController(Controller):
         cursor: Annotated[str | None, QueryParameter(max_length=200)] = None,
     ) -> FilesPageOut:
         """The caller's files, newest first; pass `next_cursor` back as `cursor`."""
-        page = await container.uploads.list_files(principal.user, limit=limit, cursor=cursor)
+        page = await container.files.list_files(principal.user, limit=limit, cursor=cursor)
         return FilesPageOut(
             items=[FileOut.of(upload) for upload in page.items], next_cursor=page.next_cursor
         )
@@ -129,4 +129,4 @@ class FilesController(Controller):
         container: NamedDependency[Container],
     ) -> None:
         """Delete one of the caller's files and its stored bytes."""
-        await container.uploads.delete_file(principal.user, file_id)
+        await container.files.delete_file(principal.user, file_id)

@@ -9,6 +9,7 @@ Litestar's CORS, the router, and, per route, ``RateLimitMiddleware``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, cast
@@ -17,12 +18,14 @@ from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.middleware import DefineMiddleware
 
-from web.metrics import database_sampler, metrics, metrics_endpoint, watch_model_calls
+from web.container import ContainerSlot
+from web.metrics import Metrics, database_sampler, metrics_endpoint
 from web.middleware import GzipMiddleware, RequestContextMiddleware
 from web.ratelimiting import RateLimitMiddleware, RateLimitPolicy
 from web.settings import Settings
 
 __all__ = [
+    "LOCAL_ORIGINS",
     "MAX_JSON_BODY",
     "cors_config",
     "install",
@@ -30,10 +33,15 @@ __all__ = [
     "route_middleware",
 ]
 
+log = logging.getLogger(__name__)
+
 MAX_JSON_BODY = 1024 * 1024
 """Bytes a request body may have; the upload route sets its own limit."""
 
 GZIP_MINIMUM_BYTES = 1024
+
+LOCAL_ORIGINS = r"https?://(localhost|127\.0\.0\.1|\[::1\])(:[0-9]{1,5})?"
+"""The origins allowed in development when ``CORS_ORIGINS`` is unset."""
 
 EXPOSED_HEADERS = [
     "X-Request-ID",
@@ -45,17 +53,34 @@ EXPOSED_HEADERS = [
 ]
 
 
-def route_middleware(settings: Settings) -> list[DefineMiddleware]:
-    recorder = metrics() if settings.metrics_enabled else None
+def route_middleware(
+    settings: Settings, slot: ContainerSlot, recorder: Metrics | None
+) -> list[DefineMiddleware]:
     policy = RateLimitPolicy.from_settings(settings, recorder)
-    return [DefineMiddleware(cast(Any, RateLimitMiddleware), policy=policy)]
+    return [
+        DefineMiddleware(
+            cast(Any, RateLimitMiddleware),
+            policy=policy,
+            limiter=lambda: slot.get().rate_limiter,
+        )
+    ]
 
 
 def cors_config(settings: Settings) -> CORSConfig | None:
+    """``CORS_ORIGINS``; unset, none, except local origins in development, so that a
+    frontend's development server (``http://localhost:3000``) works out of the box."""
+    local_origins = None
     if not settings.cors_origins:
-        return None
+        if not settings.is_development:
+            return None
+        local_origins = LOCAL_ORIGINS
+        log.info(
+            "CORS_ORIGINS is unset: allowing local origins (http://localhost:<port>, "
+            "http://127.0.0.1:<port>, http://[::1]:<port>) in development only"
+        )
     return CORSConfig(
         allow_origins=list(settings.cors_origins),
+        allow_origin_regex=local_origins,
         allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
         allow_headers=["Authorization", "Content-Type", "Accept", "X-Request-ID"],
         expose_headers=EXPOSED_HEADERS,
@@ -65,17 +90,20 @@ def cors_config(settings: Settings) -> CORSConfig | None:
     )
 
 
-def lifespans(settings: Settings) -> list[Callable[[Litestar], AbstractAsyncContextManager[None]]]:
-    return [database_sampler] if settings.metrics_enabled else []
+def lifespans(
+    slot: ContainerSlot, recorder: Metrics | None
+) -> list[Callable[[Litestar], AbstractAsyncContextManager[None]]]:
+    if recorder is None:
+        return []
+    return [database_sampler(recorder, lambda: slot.get().health.check_database())]
 
 
-def install(app: Litestar, settings: Settings) -> Litestar:
+def install(
+    app: Litestar, settings: Settings, slot: ContainerSlot, recorder: Metrics | None
+) -> Litestar:
     """Add ``/metrics`` and wrap the whole application in the outer middleware."""
-    recorder = None
-    if settings.metrics_enabled:
-        recorder = metrics()
-        watch_model_calls(recorder)
-        app.register(metrics_endpoint)
+    if recorder is not None:
+        app.register(metrics_endpoint(recorder, lambda: slot.get().health.check_database()))
     inner: Any = app.asgi_handler
     app.asgi_handler = cast(
         Any,

@@ -25,12 +25,12 @@ import hashlib
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import msgspec
 
 from gemini_core.ports import RateLimitDecision, RateLimiter
-from web.container import Container
 from web.metrics import Metrics
 from web.middleware import ASGIApp, Message, Receive, Scope, Send
 from web.problems import PROBLEM_JSON, Problem
@@ -183,9 +183,15 @@ _encode_problem = msgspec.json.Encoder().encode
 
 
 class RateLimitMiddleware:
-    def __init__(self, app: ASGIApp, *, policy: RateLimitPolicy) -> None:
+    """``limiter`` gives the limiter to count with: it exists once the
+    application has started, after this middleware was made."""
+
+    def __init__(
+        self, app: ASGIApp, *, policy: RateLimitPolicy, limiter: Callable[[], RateLimiter]
+    ) -> None:
         self.app = app
         self._policy = policy
+        self._limiter = limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = scope.get("path_template")
@@ -193,8 +199,7 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         policy = self._policy
-        container: Container = scope["app"].state.container
-        limiter = container.rate_limiter
+        limiter = self._limiter()
         client = scope.get("client")
         address = client[0] if client else "unknown"
 

@@ -14,6 +14,8 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from adapters.bootstrap import Repositories
+from adapters.postgres.pool import Database
 from web.app import create_app
 from web.settings import load_settings
 
@@ -27,10 +29,8 @@ class Api:
     client: AsyncTestClient[Litestar]
     smtp: SmtpServer
     app: Litestar
-
-    @property
-    def container(self) -> Any:
-        return self.app.state.container
+    repos: Repositories
+    """The app's tables, read and written directly (a pool of the test's own)."""
 
     async def send_code(self, email: str, purpose: str = "email_verification") -> str:
         response = await self.client.post(
@@ -97,6 +97,7 @@ def settings_env(
 async def api(
     tmp_path: Path,
     database_url: str,
+    database: Database,
     smtp_server: SmtpServer,
 ) -> AsyncIterator[Api]:
     settings = load_settings(
@@ -104,7 +105,9 @@ async def api(
     )
     app = create_app(settings=settings)
     async with AsyncTestClient(app) as client:
-        yield Api(client=client, smtp=smtp_server, app=app)
+        yield Api(
+            client=client, smtp=smtp_server, app=app, repos=Repositories.on_postgres(database)
+        )
 
 
 def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:

@@ -14,6 +14,8 @@ import psycopg
 import pytest
 from litestar.testing import AsyncTestClient
 
+from adapters.bootstrap import Repositories
+from adapters.postgres.pool import Database
 from gemini_core.entities import MessageRole, NewChat, NewMessage
 from web.app import create_app
 from web.settings import load_settings
@@ -41,13 +43,17 @@ class Admin:
 
 
 @pytest.fixture
-async def admin(tmp_path: Path, database_url: str, smtp_server: SmtpServer) -> AsyncIterator[Admin]:
+async def admin(
+    tmp_path: Path, database_url: str, database: Database, smtp_server: SmtpServer
+) -> AsyncIterator[Admin]:
     env = settings_env(
         tmp_path, database_url, smtp_server, ADMIN_EMAIL=ADMIN_EMAIL, ADMIN_PASSWORD=ADMIN_PASSWORD
     )
     app = create_app(settings=load_settings(environ=env, env_file=None))
     async with AsyncTestClient(app) as client:
-        api = Api(client=client, smtp=smtp_server, app=app)
+        api = Api(
+            client=client, smtp=smtp_server, app=app, repos=Repositories.on_postgres(database)
+        )
         login = (await api.login(ADMIN_EMAIL, ADMIN_PASSWORD)).json()
         yield Admin(api=api, token=login["access_token"], user_id=login["user"]["id"])
 
@@ -81,7 +87,7 @@ async def test_statistics_move_with_the_data(admin: Admin) -> None:
     }
     ann = await admin.api.register("ann@example.com", "ann")
     bob = await admin.api.register("bob@example.com", "bob")
-    container = admin.api.container
+    container = admin.api.repos
     chat = await container.chats.add(NewChat(user_id=ann["user"]["id"], model="echo"))
     for role in (MessageRole.USER, MessageRole.ASSISTANT):
         await container.messages.add(
@@ -105,7 +111,7 @@ async def test_statistics_move_with_the_data(admin: Admin) -> None:
 
 
 async def test_users_are_paged_and_searched(admin: Admin) -> None:
-    container = admin.api.container
+    container = admin.api.repos
     from gemini_core.entities import NewUser
 
     for n in range(24):
@@ -193,7 +199,7 @@ async def test_soft_delete_keeps_the_row_and_ends_everything(admin: Admin) -> No
     user_id = ann["user"]["id"]
     deleted = await admin.api.client.delete(f"/admin/users/{user_id}", headers=admin.headers)
     assert deleted.status_code == 204
-    row = await admin.api.container.users.get(user_id)
+    row = await admin.api.repos.users.get(user_id)
     assert row is not None
     assert row.deleted_at is not None
     assert_problem(await admin.api.get("/auth/me", ann["access_token"]), 401)

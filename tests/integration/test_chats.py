@@ -22,6 +22,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from adapters.bootstrap import Repositories
 from adapters.passwords import Argon2PasswordHasher
 from adapters.postgres.chats import PostgresMessageRepository
 from adapters.postgres.pool import Database
@@ -81,13 +82,10 @@ class Api:
     client: AsyncTestClient[Litestar]
     app: Litestar
     model: GeminiStandIn
-
-    @property
-    def container(self) -> Any:
-        return self.app.state.container
+    repos: Repositories
 
     async def sign_in(self, name: str) -> dict[str, str]:
-        await add_user(self.container.users, name)
+        await add_user(self.repos.users, name)
         response = await self.client.post(
             "/auth/login", json={"email": f"{name}@example.com", "password": PASSWORD}
         )
@@ -127,11 +125,13 @@ class Api:
 
 
 @pytest.fixture
-async def api(tmp_path: Path, database_url: str, model: GeminiStandIn) -> AsyncIterator[Api]:
+async def api(
+    tmp_path: Path, database_url: str, database: Database, model: GeminiStandIn
+) -> AsyncIterator[Api]:
     settings = load_settings(environ=chat_env(tmp_path, database_url, model.url), env_file=None)
     app = create_app(settings=settings)
     async with AsyncTestClient(app, timeout=30) as client:
-        yield Api(client, app, model)
+        yield Api(client, app, model, Repositories.on_postgres(database))
 
 
 # --- chats ------------------------------------------------------------------------------

@@ -14,6 +14,8 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from adapters.passwords import FastPasswordHasher
+from adapters.postgres.pool import Database
+from adapters.postgres.users import PostgresUserRepository
 from gemini_core.entities import NewUser
 from tests.images import png
 from web.app import create_app
@@ -45,9 +47,10 @@ async def client_for(
     env: dict[str, str],
 ) -> AsyncIterator[tuple[AsyncTestClient[Litestar], dict[str, str]]]:
     app = create_app(settings=load_settings(environ=env, env_file=None))
+    database = Database(env["DATABASE_URL"], min_size=1, max_size=1)
+    await database.open()
     async with AsyncTestClient(app, timeout=30) as client:
-        users = app.state.container.users
-        await users.add(
+        await PostgresUserRepository(database).add(
             NewUser(
                 email="ann@example.com",
                 username="ann",
@@ -55,6 +58,7 @@ async def client_for(
                 is_verified=True,
             )
         )
+        await database.close()
         login = await client.post(
             "/auth/login", json={"email": "ann@example.com", "password": PASSWORD}
         )

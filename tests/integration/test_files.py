@@ -16,6 +16,8 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from adapters.bootstrap import Repositories
+from adapters.postgres.pool import Database
 from gemini_core.entities import UserChanges
 from tests.images import HTML, IMAGES, PDF, SVG, TEXT, jpeg, png, webp_extended, webp_lossless
 from web.app import create_app
@@ -47,7 +49,7 @@ class Files:
     async def sign_up(self, name: str, *, admin: bool = False) -> str:
         pair = await self.api.register(f"{name}@example.com", name)
         if admin:
-            await self.api.container.users.update(pair["user"]["id"], UserChanges(is_admin=True))
+            await self.api.repos.users.update(pair["user"]["id"], UserChanges(is_admin=True))
         token: str = pair["access_token"]
         return token
 
@@ -108,8 +110,15 @@ async def running(
     else:
         stored = lambda: sorted(p.name for p in folder.iterdir()) if folder.exists() else []  # noqa: E731
     app = create_app(settings=load_settings(environ=env, env_file=None))
-    async with AsyncTestClient(app) as client:
-        yield Files(Api(client=client, smtp=smtp, app=app), backend, stored, folder)
+    database = Database(database_url, min_size=1, max_size=2)
+    await database.open()
+    try:
+        async with AsyncTestClient(app) as client:
+            repos = Repositories.on_postgres(database)
+            api = Api(client=client, smtp=smtp, app=app, repos=repos)
+            yield Files(api, backend, stored, folder)
+    finally:
+        await database.close()
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -489,7 +498,7 @@ async def test_a_fake_is_refused_on_its_first_chunk(files: Files) -> None:
 
 
 async def test_an_unreachable_s3_is_503(
-    tmp_path: Path, database_url: str, smtp_server: SmtpServer
+    tmp_path: Path, database_url: str, database: Database, smtp_server: SmtpServer
 ) -> None:
     env = settings_env(
         tmp_path,
@@ -503,7 +512,9 @@ async def test_an_unreachable_s3_is_503(
     )
     app = create_app(settings=load_settings(environ=env, env_file=None))
     async with AsyncTestClient(app) as client:
-        api = Api(client=client, smtp=smtp_server, app=app)
+        api = Api(
+            client=client, smtp=smtp_server, app=app, repos=Repositories.on_postgres(database)
+        )
         token = (await api.register("ann@example.com", "ann"))["access_token"]
         response = await client.post(
             "/upload", files={"file": ("a.png", png())}, headers=bearer(token)

@@ -15,18 +15,20 @@ import httpx
 import pytest
 from litestar.testing import AsyncTestClient
 
-from gemini_core.entities import NewUser
-from gemini_core.errors import UnavailableError
 from web.app import create_app
 from web.composition import open_container
+from web.container import Container
 
 from .proxy import DatabaseProxy
 from .server import running_server, settings_for
 from .smtp import SmtpServer, smtp_server  # noqa: F401  (a fixture)
 
+ROOT = ("root@example.com", "a long admin passphrase")
 
-def new_user(n: int = 1) -> NewUser:
-    return NewUser(email=f"user{n}@example.com", username=f"user{n}", password_hash="x")
+
+async def emails(container: Container) -> list[str]:
+    page = await container.admin.list_users(page=1, size=10, query=None)
+    return [user.email for user in page.items]
 
 
 async def test_health_on_postgres(database_url: str, tmp_path: Path) -> None:
@@ -48,9 +50,9 @@ async def test_data_written_before_a_restart_is_there_after_it(
 ) -> None:
     settings = settings_for(tmp_path, database_url)
     async with open_container(settings) as container:
-        created = await container.users.add(new_user())
+        await container.accounts.ensure_admin(*ROOT)
     async with open_container(settings) as container:
-        assert await container.users.get(created.id) == created
+        assert await emails(container) == [ROOT[0]]
 
 
 @pytest.fixture
@@ -66,11 +68,11 @@ async def test_the_embedded_database_keeps_its_data_across_restarts(short_tmp: P
     settings = settings_for(data_dir, None)
     assert settings.resolved_database_url is None
     async with open_container(settings) as container:
-        created = await container.users.add(new_user())
-        assert (await container.database.check()).healthy
+        await container.accounts.ensure_admin(*ROOT)
+        assert (await container.health.check_database()).healthy
     assert (data_dir / "postgres" / "PG_VERSION").exists()
     async with open_container(settings) as container:
-        assert await container.users.get(created.id) == created
+        assert await emails(container) == [ROOT[0]]
 
 
 async def test_a_stopped_database_gives_quick_503s_and_the_service_recovers(
@@ -83,7 +85,7 @@ async def test_a_stopped_database_gives_quick_503s_and_the_service_recovers(
         app = create_app(settings=settings)
         async with AsyncTestClient(app, timeout=30) as client:
             assert (await client.get("/health")).status_code == 200
-            container = app.state.container
+            unknown = {"email": "nobody@example.com", "password": "not a password"}
 
             proxy.stop()
             for path in ("/health", "/health/database"):
@@ -93,8 +95,7 @@ async def test_a_stopped_database_gives_quick_503s_and_the_service_recovers(
                 assert time.monotonic() - started < 5
             assert (await client.get("/health")).json()["status"] == "unhealthy"
             started = time.monotonic()
-            with pytest.raises(UnavailableError):
-                await container.users.get(1)
+            assert (await client.post("/auth/login", json=unknown)).status_code == 503
             assert time.monotonic() - started < 5
 
             proxy.start()
@@ -102,7 +103,7 @@ async def test_a_stopped_database_gives_quick_503s_and_the_service_recovers(
             while (await client.get("/health")).status_code != 200:
                 assert time.monotonic() < deadline, "the service did not recover"
                 await asyncio.sleep(0.5)
-            assert (await container.users.add(new_user(2))).id > 0
+            assert (await client.post("/auth/login", json=unknown)).status_code == 401
     finally:
         proxy.shutdown()
 

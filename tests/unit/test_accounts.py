@@ -10,6 +10,7 @@ from adapters.clock import FakeClock
 from adapters.mail import RecordingMailer
 from adapters.memory import InMemoryRepositories
 from adapters.passwords import Argon2PasswordHasher, FastPasswordHasher
+from adapters.telemetry import RecordingTelemetry
 from adapters.tokens import JwtTokenCodec
 from gemini_core.accounts import AccountService, Client, Registration, SessionRules
 from gemini_core.codes import CodeRules, OneTimeCodes
@@ -60,6 +61,7 @@ def make_world(hasher: Argon2PasswordHasher | None = None, **rules: int) -> Worl
         tokens=JwtTokenCodec(secret_key="s" * 40),
         clock=clock,
         rules=SessionRules(),
+        telemetry=RecordingTelemetry(),
     )
     return World(clock=clock, repos=repos, mailer=mailer, accounts=accounts)
 

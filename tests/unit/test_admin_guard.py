@@ -11,7 +11,9 @@ from litestar import Litestar, get
 from litestar.di import NamedDependency, Provide
 from litestar.testing import AsyncTestClient
 
+from adapters.clock import SystemClock
 from adapters.mail import RecordingMailer
+from adapters.memory import InMemoryRepositories
 from adapters.passwords import FastPasswordHasher
 from gemini_core.accounts import Client, Principal, Registration
 from gemini_core.entities import OtpPurpose, UserChanges
@@ -20,6 +22,8 @@ from web.container import Container
 from web.problems import EXCEPTION_HANDLERS
 from web.security import provide_admin, provide_principal
 from web.settings import load_settings
+
+Setup = tuple[AsyncTestClient[Litestar], Container, str, InMemoryRepositories]
 
 
 @get(
@@ -32,12 +36,15 @@ def admin_only(admin: NamedDependency[Principal]) -> dict[str, int]:
 
 
 @pytest.fixture
-async def setup(tmp_path: Path) -> AsyncIterator[tuple[AsyncTestClient[Litestar], Container, str]]:
+async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
     settings = load_settings(
         environ={"ENVIRONMENT": "test", "DATA_DIR": str(tmp_path)}, env_file=None
     )
     mailer = RecordingMailer()
-    container = memory_container(settings, mailer=mailer, hasher=FastPasswordHasher())
+    repos = InMemoryRepositories(clock=SystemClock())
+    container = memory_container(
+        settings, mailer=mailer, hasher=FastPasswordHasher(), repositories=repos
+    )
     await container.accounts.send_code("ann@example.com", OtpPurpose.EMAIL_VERIFICATION)
     pair = await container.accounts.register(
         "ann@example.com",
@@ -51,20 +58,20 @@ async def setup(tmp_path: Path) -> AsyncIterator[tuple[AsyncTestClient[Litestar]
         dependencies={"container": Provide(lambda: container, sync_to_thread=False)},
     )
     async with AsyncTestClient(app) as client:
-        yield client, container, pair.access_token
+        yield client, container, pair.access_token, repos
 
 
 async def test_the_guard_answers_401_then_403_then_follows_the_row(
-    setup: tuple[AsyncTestClient[Litestar], Container, str],
+    setup: Setup,
 ) -> None:
-    client, container, token = setup
+    client, container, token, repos = setup
     headers = {"Authorization": f"Bearer {token}"}
     assert (await client.get("/admin-only")).status_code == 401
     assert (await client.get("/admin-only", headers=headers)).status_code == 403
     principal = await container.accounts.authenticate(token)
-    await container.users.update(principal.user.id, UserChanges(is_admin=True))
+    await repos.users.update(principal.user.id, UserChanges(is_admin=True))
     promoted = await client.get("/admin-only", headers=headers)
     assert promoted.status_code == 200
     assert promoted.json() == {"admin_id": principal.user.id}
-    await container.users.update(principal.user.id, UserChanges(is_admin=False))
+    await repos.users.update(principal.user.id, UserChanges(is_admin=False))
     assert (await client.get("/admin-only", headers=headers)).status_code == 403

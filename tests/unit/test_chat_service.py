@@ -5,7 +5,6 @@ stored, titles, paging, limits and scoping."""
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field, replace
@@ -17,6 +16,7 @@ from adapters.clock import FakeClock
 from adapters.llm import EchoLlmClient
 from adapters.memory import InMemoryRepositories
 from adapters.storage import memory_file_storage
+from adapters.telemetry import RecordingTelemetry
 from gemini_core.answers import clean_title, first_words
 from gemini_core.chats import AnswerDelta, AnswerDone, ChatRules, ChatService, StoredImages
 from gemini_core.entities import (
@@ -107,6 +107,7 @@ class World:
     repos: InMemoryRepositories
     llm: ScriptedLlm
     images: FakeImages
+    telemetry: RecordingTelemetry
     ann: int
     bob: int
 
@@ -131,7 +132,10 @@ class World:
 
 
 def build(
-    llm: object, images: FakeImages | None = None, **rules: object
+    llm: object,
+    images: FakeImages | None = None,
+    telemetry: RecordingTelemetry | None = None,
+    **rules: object,
 ) -> tuple[ChatService, InMemoryRepositories]:
     repos = InMemoryRepositories(clock=FakeClock(datetime(2026, 1, 1, tzinfo=UTC)))
     settings: dict[str, object] = {"models": ("model-a", "model-b")}
@@ -143,16 +147,17 @@ def build(
         images=images or FakeImages(),
         llm=llm,  # type: ignore[arg-type]
         rules=ChatRules(**settings),  # type: ignore[arg-type]
+        telemetry=telemetry or RecordingTelemetry(),
     )
     return service, repos
 
 
 async def make_world(**rules: object) -> World:
-    llm, images = ScriptedLlm(), FakeImages()
-    service, repos = build(llm, images, **rules)
+    llm, images, telemetry = ScriptedLlm(), FakeImages(), RecordingTelemetry()
+    service, repos = build(llm, images, telemetry, **rules)
     ann = await repos.users.add(NewUser(email="ann@example.com", username="ann", password_hash="h"))
     bob = await repos.users.add(NewUser(email="bob@example.com", username="bob", password_hash="h"))
-    return World(service, repos, llm, images, ann.id, bob.id)
+    return World(service, repos, llm, images, telemetry, ann.id, bob.id)
 
 
 @pytest.fixture
@@ -403,23 +408,20 @@ async def test_a_chat_whose_model_is_gone_answers_with_the_default(world: World)
     assert world.llm.requests[-1].model == "model-a"
 
 
-async def test_every_call_is_logged_for_the_metrics(
-    world: World, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_every_call_is_reported_to_the_telemetry(world: World) -> None:
     chat_id = await world.chat(title="Titled")
     world.llm.will(Script(), Script(error=UpstreamQuotaError("no")))
-    with caplog.at_level(logging.INFO, logger="gemini.llm"):
+    await answer(world, chat_id)
+    with pytest.raises(UpstreamQuotaError):
         await answer(world, chat_id)
-        with pytest.raises(UpstreamQuotaError):
-            await answer(world, chat_id)
-    records = [r for r in caplog.records if r.name == "gemini.llm"]
-    assert [r.__dict__["outcome"] for r in records] == ["ok", "quota"]
-    ok = records[0].__dict__
-    assert ok["event"] == "model_call"
-    assert (ok["model"], ok["prompt_tokens"], ok["completion_tokens"]) == ("model-a", 12, 3)
-    assert ok["first_token_seconds"] is not None
-    assert ok["duration_seconds"] >= ok["first_token_seconds"]
-    assert records[1].__dict__["first_token_seconds"] is None
+    ok, quota = world.telemetry.model_calls()
+    assert (ok.purpose, ok.outcome, quota.outcome) == ("answer", "ok", "quota")
+    assert (ok.model, ok.prompt_tokens, ok.completion_tokens) == ("model-a", 12, 3)
+    assert (ok.chat_id, ok.user_id) == (chat_id, world.ann)
+    assert ok.first_token_seconds is not None
+    assert ok.duration_seconds >= ok.first_token_seconds
+    assert ok.pieces > 0
+    assert quota.first_token_seconds is None
 
 
 # --- titles ---------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from obstore.store import MemoryStore
 from adapters.clock import FakeClock
 from adapters.memory import InMemoryRepositories
 from adapters.storage import ObjectFileStorage
+from adapters.telemetry import RecordingTelemetry
 from gemini_core.entities import FileUpload, NewFileUpload, NewUser, User
 from gemini_core.errors import (
     InvalidInputError,
@@ -72,6 +73,7 @@ class World:
 
     def with_files(self, files: object) -> UploadService:
         return UploadService(
+            telemetry=RecordingTelemetry(),
             files=files,  # type: ignore[arg-type]
             storage=ObjectFileStorage(lambda: self.store),
             rules=UploadRules(max_size=LIMIT, quota_bytes=10 * LIMIT),
@@ -83,6 +85,7 @@ async def world() -> World:
     repos = InMemoryRepositories(clock=FakeClock())
     store = MemoryStore()
     service = UploadService(
+        telemetry=RecordingTelemetry(),
         files=repos.files,
         storage=ObjectFileStorage(lambda: store),
         rules=UploadRules(max_size=LIMIT, quota_bytes=10 * LIMIT),
@@ -209,6 +212,7 @@ async def test_a_full_quota_refuses_before_reading(world: World) -> None:
 
 async def test_the_quota_left_bounds_the_next_upload(world: World) -> None:
     service = UploadService(
+        telemetry=RecordingTelemetry(),
         files=world.repos.files,
         storage=ObjectFileStorage(lambda: world.store),
         rules=UploadRules(max_size=LIMIT, quota_bytes=LIMIT + 100),
@@ -227,6 +231,7 @@ async def test_the_quota_left_bounds_the_next_upload(world: World) -> None:
 async def test_of_racing_uploads_only_those_within_the_quota_are_kept(world: World) -> None:
     data = png() + b"\x00" * (LIMIT - 200)
     service = UploadService(
+        telemetry=RecordingTelemetry(),
         files=world.repos.files,
         storage=ObjectFileStorage(lambda: world.store),
         rules=UploadRules(max_size=LIMIT, quota_bytes=2 * len(data)),
@@ -284,7 +289,12 @@ class BrokenStorage:
 
 
 async def test_no_record_is_written_when_the_store_fails(world: World) -> None:
-    service = UploadService(files=world.repos.files, storage=BrokenStorage(), rules=UploadRules())
+    service = UploadService(
+        telemetry=RecordingTelemetry(),
+        files=world.repos.files,
+        storage=BrokenStorage(),
+        rules=UploadRules(),
+    )
     with pytest.raises(UnavailableError):
         await service.upload_file(world.ann, Feed(png()), original_name="a.png")
     assert await world.repos.files.total_size(world.ann.id) == 0
@@ -304,7 +314,12 @@ async def test_bytes_that_cannot_be_removed_are_logged_not_raised(
 ) -> None:
     stored = await upload(world, png())
     storage = BrokenStorage()
-    service = UploadService(files=world.repos.files, storage=storage, rules=UploadRules())
+    service = UploadService(
+        telemetry=RecordingTelemetry(),
+        files=world.repos.files,
+        storage=storage,
+        rules=UploadRules(),
+    )
     with caplog.at_level(logging.ERROR, logger="gemini_core.files"):
         await service.delete_file(world.ann, stored.id)
     assert storage.deleted == [stored.filename]
@@ -447,6 +462,7 @@ async def test_records_are_served_from_the_cache_and_dropped_on_delete(world: Wo
 
     files = CountingFiles(world.repos.files)
     service = UploadService(
+        telemetry=RecordingTelemetry(),
         files=files,  # type: ignore[arg-type]
         storage=ObjectFileStorage(lambda: world.store),
         rules=UploadRules(max_size=LIMIT, quota_bytes=10 * LIMIT),
@@ -467,6 +483,7 @@ async def test_records_are_served_from_the_cache_and_dropped_on_delete(world: Wo
 
 async def test_a_broken_cache_only_costs_a_lookup(world: World) -> None:
     service = UploadService(
+        telemetry=RecordingTelemetry(),
         files=world.repos.files,
         storage=ObjectFileStorage(lambda: world.store),
         rules=UploadRules(max_size=LIMIT, quota_bytes=10 * LIMIT),
@@ -485,6 +502,7 @@ async def test_a_record_cached_by_one_process_and_deleted_by_another_is_a_plain_
 
     def process() -> UploadService:
         return UploadService(
+            telemetry=RecordingTelemetry(),
             files=world.repos.files,
             storage=ObjectFileStorage(lambda: world.store),
             rules=UploadRules(max_size=LIMIT, quota_bytes=10 * LIMIT),
@@ -508,6 +526,7 @@ async def test_bytes_missing_behind_a_live_record_are_still_reported(
     from adapters.cache import InMemoryCache
 
     service = UploadService(
+        telemetry=RecordingTelemetry(),
         files=world.repos.files,
         storage=ObjectFileStorage(lambda: world.store),
         rules=UploadRules(max_size=LIMIT, quota_bytes=10 * LIMIT),

@@ -41,9 +41,11 @@ async def test_an_unhealthy_database_is_a_503_with_retry_after(tmp_path: Path) -
     container = memory_container(settings)
     database = InMemoryDatabaseProbe(healthy=False)
     health = HealthService(
-        database=database, rate_limiter=container.rate_limiter, cache=container.cache
+        database=database,
+        rate_limiter=container.rate_limiter,
+        cache=InMemoryCache(clock=SystemClock()),
     )
-    app = create_app(dataclasses.replace(container, database=database, health=health))
+    app = create_app(dataclasses.replace(container, health=health))
     async with AsyncTestClient(app) as client:
         for path in ("/health", "/health/database"):
             response = await client.get(path)

@@ -16,6 +16,9 @@ from hypothesis import strategies as st
 from litestar import Litestar, Response, get
 from litestar.testing import AsyncTestClient
 
+from adapters.cache import InMemoryCache
+from adapters.clock import SystemClock
+from adapters.memory import InMemoryDatabaseProbe
 from gemini_core.health import HealthService
 from gemini_core.ports import RateLimitDecision, RateLimiterStats
 from tests.config import production_settings
@@ -451,7 +454,11 @@ async def test_a_broken_limiter_fails_open_with_one_warning(
     settings = settings_for(tmp_path, RATE_LIMIT_REQUESTS="1", AUTH_RATE_LIMIT_REQUESTS="1")
     container = memory_container(settings)
     broken = BrokenLimiter()
-    health = HealthService(database=container.database, rate_limiter=broken, cache=container.cache)
+    health = HealthService(
+        database=InMemoryDatabaseProbe(),
+        rate_limiter=broken,
+        cache=InMemoryCache(clock=SystemClock()),
+    )
     container = dataclasses.replace(container, rate_limiter=broken, health=health)
     app = create_app(container)
     async with AsyncTestClient(app) as client:
