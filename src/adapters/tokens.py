@@ -58,6 +58,10 @@ _POSITIVE_DECIMAL: Final = re.compile(r"[1-9][0-9]{0,18}")
 _INVALID: Final = "The token is invalid or has expired."
 
 
+MIN_SECRET_KEY_LENGTH = 32
+"""Characters a signing secret must have, in every environment."""
+
+
 def derive_signing_key(secret_key: str) -> bytes:
     """The HS256 key for tokens: HMAC-SHA256 of a fixed label under ``SECRET_KEY``.
 
@@ -68,8 +72,13 @@ def derive_signing_key(secret_key: str) -> bytes:
     secret, as RFC 7518 section 3.2 asks. It adds no entropy: the settings still
     demand a long secret in production.
     """
-    if not secret_key:
-        raise ValueError("secret_key must not be empty")
+    if len(secret_key) < MIN_SECRET_KEY_LENGTH:
+        # Refused here, not only by the settings: a library user builds this
+        # directly, and a short secret can be found by guessing offline.
+        raise ValueError(
+            f"secret_key must be at least {MIN_SECRET_KEY_LENGTH} characters "
+            f"(got {len(secret_key)}); generate one with secrets.token_urlsafe(32)"
+        )
     return hmac.new(secret_key.encode("utf-8"), _KEY_LABEL, hashlib.sha256).digest()
 
 

@@ -278,6 +278,13 @@ def _rule_breaches(s: Settings, *, provider_given: bool) -> Iterator[tuple[str, 
             yield "TRUSTED_PROXIES", f"expected IP addresses or CIDR networks, got {_show(proxy)}"
 
     if not s.is_production:
+        if s.secret_key and len(s.secret_key) < _MIN_PRODUCTION_SECRET_KEY_LENGTH:
+            # The token signer refuses it anyway; say so here, naming the variable.
+            why = (
+                f"must be at least {_MIN_PRODUCTION_SECRET_KEY_LENGTH} characters "
+                "(or unset, outside production, for one kept in DATA_DIR)"
+            )
+            yield "SECRET_KEY", why
         return
     if problem := _weakness(s.secret_key):
         yield "SECRET_KEY", problem

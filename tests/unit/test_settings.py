@@ -455,8 +455,13 @@ def test_production_names_everything_it_misses_at_once() -> None:
     ]
 
 
-def test_short_secret_keys_are_fine_outside_production() -> None:
-    assert load(SECRET_KEY="dev").secret_key == "dev"
+def test_a_short_secret_key_is_refused_everywhere_with_the_way_out() -> None:
+    error = refused(SECRET_KEY="dev")
+    assert error.variable == "SECRET_KEY"
+    assert "at least 32 characters" in str(error)
+    assert "unset" in str(error)
+    long_enough = "d" * 32
+    assert load(SECRET_KEY=long_enough).secret_key == long_enough  # no randomness rules
 
 
 # --- the development secret key file -----------------------------------------
@@ -497,7 +502,8 @@ def test_an_existing_key_file_is_used(tmp_path: Path) -> None:
 
 
 def test_an_explicit_secret_key_leaves_the_data_dir_alone(tmp_path: Path) -> None:
-    assert load(tmp_path, SECRET_KEY="given").secret_key == "given"
+    given = "given-" + "k" * 32
+    assert load(tmp_path, SECRET_KEY=given).secret_key == given
     assert not (tmp_path / "secret_key").exists()
 
 

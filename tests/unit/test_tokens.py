@@ -157,9 +157,11 @@ def test_a_naive_now_is_a_bug_not_a_bad_token() -> None:
         codec.decode(token, expected_type=ACCESS, now=datetime(2026, 1, 1))
 
 
-def test_an_empty_secret_is_refused() -> None:
-    with pytest.raises(ValueError, match="empty"):
-        JwtTokenCodec(secret_key="")
+@pytest.mark.parametrize("secret", ["", "x", "s" * 31])
+def test_a_weak_secret_is_refused(secret: str) -> None:
+    with pytest.raises(ValueError, match="at least 32 characters"):
+        JwtTokenCodec(secret_key=secret)
+    JwtTokenCodec(secret_key=secret.ljust(32, "s"))  # long enough
 
 
 # --- time --------------------------------------------------------------------
@@ -237,7 +239,8 @@ def test_the_raw_secret_is_not_the_signing_key() -> None:
 def test_the_signing_key_is_derived_from_the_secret_alone() -> None:
     assert derive_signing_key(SECRET) == derive_signing_key(SECRET)
     assert derive_signing_key(SECRET) != derive_signing_key(SECRET + " ")
-    assert len(derive_signing_key("short")) == 32
+    assert len(derive_signing_key("s" * 32)) == 32  # the hash's size, whatever the length
+    assert len(derive_signing_key("s" * 500)) == 32
 
 
 @pytest.mark.parametrize(
