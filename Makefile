@@ -3,8 +3,18 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
+# Every dependency pinned, with hashes, for Python 3.11+ on any platform (the
+# markers stay in): written by `make lock` from the ranges in pyproject.toml,
+# which stay loose for library users. The dev lock is the runtime one plus the
+# [dev] extra, resolved with the runtime pins as constraints so they agree.
+LOCK       := requirements.lock
+DEV_LOCK   := requirements-dev.lock
+UV_VERSION := 0.13.9
+LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --quiet \
+              --custom-compile-command 'make lock'
+
 .DEFAULT_GOAL := help
-.PHONY: help run test test-unit test-integration lint format migrate check bench clean
+.PHONY: help run test test-unit test-integration lint format migrate check bench clean lock
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -13,13 +23,20 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Reinstall only when the project's metadata changes.
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+# Reinstall only when the project's metadata or its lock changes. The lock
+# brings every dependency; the project itself goes in with --no-deps, so nothing
+# unpinned is installed. pip check catches a lock that pyproject.toml has
+# outgrown (a dependency added or a range moved without `make lock`).
+$(VENV)/.installed: pyproject.toml $(LOCK) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	@$(BIN)/python -m pip check || { echo "$(LOCK) is stale: run make lock"; exit 1; }
 	@touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+$(VENV)/.installed-dev: pyproject.toml $(DEV_LOCK) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -r $(DEV_LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	@$(BIN)/python -m pip check || { echo "$(DEV_LOCK) is stale: run make lock"; exit 1; }
 	@touch $@ $(VENV)/.installed
 
 run: $(VENV)/.installed ## install if needed, migrate, serve (embedded PostgreSQL when none is configured)
@@ -52,6 +69,12 @@ bench: $(VENV)/.installed-dev ## requests per second and memory of one worker (b
 
 check: $(VENV)/.installed ## validate the settings and reach the database
 	$(BIN)/gemini-backend check
+
+lock: | $(BIN)/python ## rewrite both lock files from pyproject.toml (LOCK_ARGS=--upgrade for new releases)
+	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
+	$(BIN)/uv pip compile pyproject.toml $(LOCK_FLAGS) $(LOCK_ARGS) -o $(LOCK)
+	$(BIN)/uv pip compile pyproject.toml --extra dev -c $(LOCK) $(LOCK_FLAGS) $(LOCK_ARGS) \
+		-o $(DEV_LOCK)
 
 clean: ## remove the virtual environment and caches (keeps ./data)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
