@@ -19,6 +19,7 @@ script, a test) decides every value.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -29,13 +30,22 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from adapters.cache import InMemoryCache
 from adapters.clock import SystemClock
-from adapters.mail import ConsoleMailer, RecordingMailer, SmtpMailer, SmtpSecurity
-from adapters.memory import InMemoryDatabaseProbe, InMemoryRepositories
+from adapters.mail import ConsoleMailer, SmtpMailer, SmtpSecurity
+from adapters.memory import (
+    InMemoryCache,
+    InMemoryDatabaseProbe,
+    InMemoryExclusiveLock,
+    InMemoryRateLimiter,
+    InMemoryRepositories,
+    RecordingMailer,
+    RecordingTelemetry,
+    memory_file_storage,
+)
 from adapters.passwords import Argon2PasswordHasher
 from adapters.postgres import migrations
 from adapters.postgres.embedded import EmbeddedPostgres
+from adapters.postgres.locks import PostgresExclusiveLock
 from adapters.postgres.pool import Database
 from adapters.postgres.repositories import (
     PostgresChatRepository,
@@ -46,10 +56,9 @@ from adapters.postgres.repositories import (
     PostgresStatsRepository,
     PostgresUserRepository,
 )
-from adapters.ratelimit import InMemoryRateLimiter
 from adapters.redis import RedisCache, RedisConnection, RedisRateLimiter
-from adapters.storage import local_file_storage, memory_file_storage, s3_file_storage
-from adapters.telemetry import LogTelemetry, RecordingTelemetry
+from adapters.storage import local_file_storage, s3_file_storage
+from adapters.telemetry import LogTelemetry
 from adapters.tokens import JwtTokenCodec
 from gemini_core.accounts import AccountService, SessionRules
 from gemini_core.admin import AdminService
@@ -57,12 +66,14 @@ from gemini_core.chats import ChatRules, ChatService, StoredImages
 from gemini_core.codes import CodeRules, OneTimeCodes
 from gemini_core.files import UploadRules, UploadService
 from gemini_core.health import HealthService
+from gemini_core.housekeeping import Housekeeping, HousekeepingRules
 from gemini_core.llm import LlmClient
 from gemini_core.ports import (
     Cache,
     ChatRepository,
     Clock,
     DatabaseProbe,
+    ExclusiveLock,
     FileUploadRepository,
     Mailer,
     MessageRepository,
@@ -157,6 +168,8 @@ class CoreConfig:
     codes: CodeRules = field(default_factory=CodeRules)
     sessions: SessionRules = field(default_factory=SessionRules)
     uploads: UploadRules = field(default_factory=UploadRules)
+    housekeeping: HousekeepingRules = field(default_factory=HousekeepingRules)
+    """How often expired codes and ended sessions are purged, and how long kept."""
     admin_email: str | None = None
     admin_password: str | None = None
     """The first admin, created at start-up if no account has that email."""
@@ -174,6 +187,8 @@ class Services:
     files: UploadService
     admin: AdminService
     health: HealthService
+    housekeeping: Housekeeping
+    """Runs by itself under ``open_services``; call ``purge()`` to run it now."""
     rate_limiter: RateLimiter
     clock: Clock
 
@@ -263,6 +278,7 @@ async def open_services(
             hasher=hasher,
             storage=_storage(config.storage),
             rate_limiter=rate_limiter,
+            lock=PostgresExclusiveLock(database),
             # Only a cache every process shares can be told of a deletion.
             shared_cache=shared_cache,
             wrap_cache=wrap_cache,
@@ -270,6 +286,8 @@ async def open_services(
         )
         # Before the pool closes: answers being stored and titles need it.
         stack.push_async_callback(services.chats.aclose)
+        purging = asyncio.create_task(services.housekeeping.run(), name="gemini-housekeeping")
+        stack.push_async_callback(_cancelled, purging)
         if config.admin_email and config.admin_password:
             await services.accounts.ensure_admin(config.admin_email, config.admin_password)
         yield services
@@ -378,6 +396,7 @@ def memory_services(
         hasher=hasher or Argon2PasswordHasher(),
         storage=storage or memory_file_storage(),
         rate_limiter=InMemoryRateLimiter(clock=clock),
+        lock=InMemoryExclusiveLock(),
         shared_cache=None,
         llm=llm,
         telemetry=telemetry or LogTelemetry(),
@@ -397,6 +416,7 @@ def _assemble(
     hasher: PasswordHasher,
     storage: FileStorage,
     rate_limiter: RateLimiter,
+    lock: ExclusiveLock,
     shared_cache: Cache | None,
     telemetry: Telemetry,
     wrap_cache: CacheWrapper | None = None,
@@ -449,6 +469,19 @@ def _assemble(
             rate_limiter=rate_limiter,
             cache=cache if cache is not None else InMemoryCache(clock=clock),
         ),
+        housekeeping=Housekeeping(
+            otps=repos.otps,
+            sessions=repos.sessions,
+            clock=clock,
+            lock=lock,
+            rules=config.housekeeping,
+        ),
         rate_limiter=rate_limiter,
         clock=clock,
     )
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -1,4 +1,5 @@
-"""Mailers: SMTP for real, the log for development, and a recording fake for tests.
+"""Mailers: SMTP for real, and the log for development. (A recording fake for
+tests: ``adapters.memory.RecordingMailer``.)
 
 ``SmtpMailer`` translates every failure of the mail server (refused,
 unreachable, too slow, wrong login) into ``UnavailableError``: for the caller
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import ssl
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
@@ -31,7 +31,6 @@ _UNREACHABLE = "The mail server could not be reached; try again later."
 _NOT_MAILABLE = (
     "We cannot send mail to an address with non-ASCII characters before the @; use another address."
 )
-_CODE = re.compile(r"(?<!\d)\d{6}(?!\d)")
 
 
 class SmtpMailer:
@@ -131,33 +130,3 @@ class ConsoleMailer:
             mail.subject,
             mail.text,
         )
-
-
-class RecordingMailer:
-    """An in-memory ``Mailer`` for tests: keeps what it was given in ``sent``.
-
-    Set ``fail_with`` (usually an ``UnavailableError``) to make ``send`` raise
-    it instead, as a mail server that is down would.
-    """
-
-    def __init__(self, *, fail_with: Exception | None = None) -> None:
-        self.sent: list[OutgoingMail] = []
-        self.fail_with = fail_with
-
-    async def send(self, mail: OutgoingMail) -> None:
-        if self.fail_with is not None:
-            raise self.fail_with
-        self.sent.append(mail)
-
-    def last_code(self, to: str) -> str:
-        """The six-digit code in the newest mail to ``to``.
-
-        ``LookupError`` when no mail went there, or the newest carries no code.
-        """
-        for mail in reversed(self.sent):
-            if mail.to.casefold() == to.casefold():
-                match = _CODE.search(mail.text)
-                if match is None:
-                    raise LookupError(f"the newest mail to {to} carries no code")
-                return match.group()
-        raise LookupError(f"no mail was sent to {to}")

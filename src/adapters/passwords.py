@@ -116,11 +116,3 @@ class Argon2PasswordHasher:
     def close(self) -> None:
         """Stop the worker threads once the hashes in progress finish."""
         self._executor.shutdown(wait=False, cancel_futures=True)
-
-
-class FastPasswordHasher(Argon2PasswordHasher):
-    """For tests only: real Argon2id at the lowest cost argon2 accepts
-    (t=1, m=8 KiB, p=1), so a hash takes microseconds. Never use it in production."""
-
-    def __init__(self) -> None:
-        super().__init__(time_cost=1, memory_cost=8, parallelism=1)

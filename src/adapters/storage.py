@@ -1,5 +1,6 @@
 """The ``FileStorage`` port on obstore: a local folder, S3 or any S3-compatible
-store (MinIO, R2), and memory for tests, all through one class.
+store (MinIO, R2), all through one class (and memory, for tests:
+``adapters.memory.memory_file_storage``).
 
 Writes are atomic in every store obstore offers: a local file is written
 under a temporary name and renamed; an S3 object appears only when its single
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import obstore
 from obstore.exceptions import BaseError as ObstoreError
-from obstore.store import LocalStore, MemoryStore, S3Store
+from obstore.store import LocalStore, S3Store
 
 from gemini_core.errors import NotFoundError, UnavailableError
 
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 __all__ = [
     "ObjectFileStorage",
     "local_file_storage",
-    "memory_file_storage",
     "s3_file_storage",
 ]
 
@@ -202,9 +202,3 @@ def s3_file_storage(
         return S3Store(bucket, config=config, client_options=client, retry_config=retry)
 
     return ObjectFileStorage(make_store, content_types=True)
-
-
-def memory_file_storage() -> ObjectFileStorage:
-    """Files in this process's memory: for tests and the in-memory container."""
-    store = MemoryStore()
-    return ObjectFileStorage(lambda: store)

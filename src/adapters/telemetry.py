@@ -1,9 +1,10 @@
-"""The ``Telemetry`` port as log lines, as a recording for tests, and fanned out.
+"""The ``Telemetry`` port as log lines, and fanned out.
 
 ``LogTelemetry`` writes each event as one record with its fields as
 ``extra`` (the JSON log shows them): model calls on ``gemini.llm``, uploads on
 ``gemini.files``, failed logins on ``gemini.security``. Prometheus metrics are
-``adapters.prometheus.PrometheusTelemetry``.
+``adapters.prometheus.PrometheusTelemetry``; a recording for tests is
+``adapters.memory.RecordingTelemetry``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable, Iterable
 
 from gemini_core.telemetry import FileUploaded, LoginFailed, ModelCall, Telemetry
 
-__all__ = ["FanOutTelemetry", "LogTelemetry", "RecordingTelemetry"]
+__all__ = ["FanOutTelemetry", "LogTelemetry"]
 
 llm_log = logging.getLogger("gemini.llm")
 files_log = logging.getLogger("gemini.files")
@@ -57,25 +58,6 @@ class LogTelemetry:
         # The account when there is one, else the address that was tried.
         who = {"email": failure.email} if failure.user_id is None else {"user_id": failure.user_id}
         security_log.warning("login failed", extra={"event": "login_failed", **who})
-
-
-class RecordingTelemetry:
-    """Keeps every event in ``events``, in order, for tests and examples."""
-
-    def __init__(self) -> None:
-        self.events: list[ModelCall | FileUploaded | LoginFailed] = []
-
-    def model_called(self, call: ModelCall) -> None:
-        self.events.append(call)
-
-    def file_uploaded(self, upload: FileUploaded) -> None:
-        self.events.append(upload)
-
-    def login_failed(self, failure: LoginFailed) -> None:
-        self.events.append(failure)
-
-    def model_calls(self) -> list[ModelCall]:
-        return [event for event in self.events if isinstance(event, ModelCall)]
 
 
 class FanOutTelemetry:

@@ -65,6 +65,7 @@ from gemini_core.errors import (
 )
 from gemini_core.files import FilePage, OpenedFile, UploadRules, UploadService, clean_filename
 from gemini_core.health import HealthReport, HealthService, HealthStatus
+from gemini_core.housekeeping import Housekeeping, HousekeepingRules, Purged
 from gemini_core.images import ImageInfo, sniff_image
 from gemini_core.llm import ChatTurn, ImagePart, LlmChunk, LlmClient, LlmRequest, Usage
 from gemini_core.mail import code_mail
@@ -83,6 +84,7 @@ from gemini_core.ports import (
     Counts,
     DatabaseProbe,
     DatabaseStatus,
+    ExclusiveLock,
     FileUploadRepository,
     IssueGuard,
     Mailer,
@@ -130,6 +132,7 @@ __all__ = [
     "DatabaseProbe",
     "DatabaseStatus",
     "Exchange",
+    "ExclusiveLock",
     "FilePage",
     "FileStorage",
     "FileUpload",
@@ -139,6 +142,8 @@ __all__ = [
     "HealthReport",
     "HealthService",
     "HealthStatus",
+    "Housekeeping",
+    "HousekeepingRules",
     "ImageInfo",
     "ImagePart",
     "ImageSource",
@@ -172,6 +177,7 @@ __all__ = [
     "PayloadTooLargeError",
     "PermissionDeniedError",
     "Principal",
+    "Purged",
     "RateLimitDecision",
     "RateLimiter",
     "RateLimiterStats",

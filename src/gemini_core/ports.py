@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -269,6 +270,11 @@ class SessionRepository(Protocol):
         """Revoke one session; ``False`` if it was not live."""
         ...
 
+    async def purge_ended(self, before: datetime) -> int:
+        """Delete sessions that expired or were revoked before ``before``; return
+        how many went. Live sessions are never touched."""
+        ...
+
     async def revoke_all(self, user_id: int, now: datetime, *, except_id: int | None = None) -> int:
         """Revoke every live session of the user but ``except_id``; return how many."""
         ...
@@ -371,6 +377,14 @@ class OutgoingMail:
     subject: str
     text: str
     html: str
+
+
+class ExclusiveLock(Protocol):
+    def hold(self, name: str) -> AbstractAsyncContextManager[bool]:
+        """Try to take the lock called ``name`` for the duration of the context,
+        across every process sharing the store; never waits. Yields whether it
+        was taken: ``False`` means another holder has it right now."""
+        ...
 
 
 class Mailer(Protocol):

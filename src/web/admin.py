@@ -13,8 +13,8 @@ from litestar.status_codes import HTTP_204_NO_CONTENT
 from gemini_core.accounts import Principal
 from gemini_core.admin import AccountEdit
 from web.container import Container
+from web.principal import provide_admin, provide_principal
 from web.schemas import UserOut, to_wire
-from web.security import provide_admin, provide_principal
 
 
 class StatsOut(msgspec.Struct):

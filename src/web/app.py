@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from litestar import Litestar
 from litestar.di import Provide
 
-from web import composition, operations, shutdown
+from web import composition, edge, shutdown
 from web.admin import AdminController
 from web.auth import AuthController
 from web.chats import ChatsController, SearchController
@@ -70,10 +70,10 @@ def create_app(container: Container | None = None, *, settings: Settings | None 
             SearchController,
             *([docs_router] if docs else []),
         ],
-        lifespan=[lifespan, *operations.lifespans(slot, recorder)],
-        middleware=operations.route_middleware(settings, slot, recorder),
-        cors_config=operations.cors_config(settings),
-        request_max_body_size=operations.MAX_JSON_BODY,
+        lifespan=[lifespan, *edge.lifespans(slot, recorder)],
+        middleware=edge.route_middleware(settings, slot, recorder),
+        cors_config=edge.cors_config(settings),
+        request_max_body_size=edge.MAX_JSON_BODY,
         request_class=JsonBodyRequest,
         dependencies={"container": Provide(slot.get, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
@@ -82,4 +82,4 @@ def create_app(container: Container | None = None, *, settings: Settings | None 
         logging_config=None,
         debug=False,
     )
-    return operations.install(app, settings, slot, recorder)
+    return edge.install(app, settings, slot, recorder)

@@ -14,8 +14,8 @@ from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CO
 from gemini_core.accounts import Principal, Registration, TokenPair
 from gemini_core.entities import OtpPurpose
 from web.container import Container
+from web.principal import client_of, provide_principal
 from web.schemas import UserOut, to_wire
-from web.security import client_of, provide_principal
 
 Email = Annotated[str, msgspec.Meta(max_length=320)]
 Password = Annotated[str, msgspec.Meta(max_length=1024)]

@@ -34,9 +34,9 @@ from gemini_core.entities import ChatChanges
 from gemini_core.errors import GeminiError
 from web.container import Container
 from web.events import EVENT_STREAM, EventStream, sse_event, wants_events
+from web.principal import provide_principal
 from web.problems import problem_for
 from web.schemas import to_wire
-from web.security import provide_principal
 
 # --- the wire ---------------------------------------------------------------------
 

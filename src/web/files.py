@@ -26,8 +26,8 @@ from gemini_core.entities import FileUpload
 from gemini_core.files import DEFAULT_PAGE_SIZE
 from web.container import Container
 from web.multipart import form_file
+from web.principal import provide_principal
 from web.schemas import to_wire
-from web.security import provide_principal
 
 
 class FileOut(msgspec.Struct):

@@ -13,7 +13,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from adapters.passwords import FastPasswordHasher
+from adapters.memory import FastPasswordHasher
 from adapters.postgres.pool import Database
 from adapters.postgres.users import PostgresUserRepository
 from gemini_core.entities import NewUser

@@ -21,9 +21,8 @@ import pytest
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
-from adapters.cache import InMemoryCache
 from adapters.clock import SystemClock
-from adapters.ratelimit import InMemoryRateLimiter
+from adapters.memory import InMemoryCache, InMemoryRateLimiter
 from adapters.redis import RedisCache, RedisConnection, RedisRateLimiter
 from gemini_core.errors import UnavailableError
 from gemini_core.ports import Cache, RateLimiter

@@ -22,8 +22,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from adapters.clock import FakeClock
-from adapters.memory import InMemoryRepositories
+from adapters.memory import FakeClock, InMemoryRepositories
 from adapters.postgres import migrations
 from adapters.postgres.pool import Database
 from adapters.postgres.repositories import (
@@ -880,6 +879,25 @@ async def open_session(repos: Repos, user: User, **life: float) -> UserSession:
     return await repos.sessions.add(
         NewUserSession(user_id=user.id, refresh_token_hash="t0", expires_at=expires_at)
     )
+
+
+async def test_ended_sessions_are_purged_and_live_ones_kept(repos: Repos) -> None:
+    ann = await add_user(repos, "ann")
+    now = repos.clock.now()
+    expired_long_ago = await open_session(repos, ann, days=-10)
+    expired_lately = await open_session(repos, ann, days=-1)
+    revoked_long_ago = await open_session(repos, ann, days=30)
+    assert await repos.sessions.revoke(revoked_long_ago.id, now - timedelta(days=9))
+    revoked_lately = await open_session(repos, ann, days=30)
+    assert await repos.sessions.revoke(revoked_lately.id, now)
+    live = await open_session(repos, ann, days=30)
+
+    assert await repos.sessions.purge_ended(now - timedelta(days=5)) == 2
+    gone = [expired_long_ago, revoked_long_ago]
+    kept = [expired_lately, revoked_lately, live]
+    assert [await repos.sessions.get(s.id) for s in gone] == [None, None]
+    assert all([await repos.sessions.get(s.id) is not None for s in kept])
+    assert await repos.sessions.purge_ended(now - timedelta(days=5)) == 0
 
 
 async def test_a_new_session_is_live(repos: Repos) -> None:

@@ -6,11 +6,14 @@ from dataclasses import dataclass
 
 import pytest
 
-from adapters.clock import FakeClock
-from adapters.mail import RecordingMailer
-from adapters.memory import InMemoryRepositories
-from adapters.passwords import Argon2PasswordHasher, FastPasswordHasher
-from adapters.telemetry import RecordingTelemetry
+from adapters.memory import (
+    FakeClock,
+    FastPasswordHasher,
+    InMemoryRepositories,
+    RecordingMailer,
+    RecordingTelemetry,
+)
+from adapters.passwords import Argon2PasswordHasher
 from adapters.tokens import JwtTokenCodec
 from gemini_core.accounts import AccountService, Client, Registration, SessionRules
 from gemini_core.codes import CodeRules, OneTimeCodes

@@ -12,15 +12,13 @@ from litestar.di import NamedDependency, Provide
 from litestar.testing import AsyncTestClient
 
 from adapters.clock import SystemClock
-from adapters.mail import RecordingMailer
-from adapters.memory import InMemoryRepositories
-from adapters.passwords import FastPasswordHasher
+from adapters.memory import FastPasswordHasher, InMemoryRepositories, RecordingMailer
 from gemini_core.accounts import Client, Principal, Registration
 from gemini_core.entities import OtpPurpose, UserChanges
 from web.composition import memory_container
 from web.container import Container
+from web.principal import provide_admin, provide_principal
 from web.problems import EXCEPTION_HANDLERS
-from web.security import provide_admin, provide_principal
 from web.settings import load_settings
 
 Setup = tuple[AsyncTestClient[Litestar], Container, str, InMemoryRepositories]

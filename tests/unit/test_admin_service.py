@@ -4,8 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from adapters.clock import FakeClock
-from adapters.memory import InMemoryRepositories
+from adapters.memory import FakeClock, InMemoryRepositories
 from gemini_core.accounts import Principal
 from gemini_core.admin import AccountEdit, AdminService
 from gemini_core.entities import NewUser, NewUserSession, UserChanges

@@ -12,11 +12,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from adapters.clock import FakeClock
 from adapters.llm import EchoLlmClient
-from adapters.memory import InMemoryRepositories
-from adapters.storage import memory_file_storage
-from adapters.telemetry import RecordingTelemetry
+from adapters.memory import FakeClock, InMemoryRepositories, RecordingTelemetry, memory_file_storage
 from gemini_core.answers import clean_title, first_words
 from gemini_core.chats import AnswerDelta, AnswerDone, ChatRules, ChatService, StoredImages
 from gemini_core.entities import (

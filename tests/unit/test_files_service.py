@@ -13,10 +13,8 @@ import obstore
 import pytest
 from obstore.store import MemoryStore
 
-from adapters.clock import FakeClock
-from adapters.memory import InMemoryRepositories
+from adapters.memory import FakeClock, InMemoryRepositories, RecordingTelemetry
 from adapters.storage import ObjectFileStorage
-from adapters.telemetry import RecordingTelemetry
 from gemini_core.entities import FileUpload, NewFileUpload, NewUser, User
 from gemini_core.errors import (
     InvalidInputError,
@@ -458,7 +456,7 @@ class BrokenCache:
 
 
 async def test_records_are_served_from_the_cache_and_dropped_on_delete(world: World) -> None:
-    from adapters.cache import InMemoryCache
+    from adapters.memory import InMemoryCache
 
     files = CountingFiles(world.repos.files)
     service = UploadService(
@@ -498,7 +496,7 @@ async def test_a_record_cached_by_one_process_and_deleted_by_another_is_a_plain_
     world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Two processes, each with a cache of its own, over one database and store."""
-    from adapters.cache import InMemoryCache
+    from adapters.memory import InMemoryCache
 
     def process() -> UploadService:
         return UploadService(
@@ -523,7 +521,7 @@ async def test_a_record_cached_by_one_process_and_deleted_by_another_is_a_plain_
 async def test_bytes_missing_behind_a_live_record_are_still_reported(
     world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from adapters.cache import InMemoryCache
+    from adapters.memory import InMemoryCache
 
     service = UploadService(
         telemetry=RecordingTelemetry(),

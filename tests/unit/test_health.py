@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 from litestar.testing import AsyncTestClient
 
-from adapters.cache import InMemoryCache
 from adapters.clock import SystemClock
-from adapters.memory import InMemoryDatabaseProbe
+from adapters.memory import InMemoryCache, InMemoryDatabaseProbe
 from gemini_core.health import HealthService, HealthStatus
 from gemini_core.ports import CacheStats, RateLimitDecision, RateLimiterStats
 from web.app import create_app

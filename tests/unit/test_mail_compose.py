@@ -4,7 +4,8 @@ import logging
 
 import pytest
 
-from adapters.mail import ConsoleMailer, RecordingMailer
+from adapters.mail import ConsoleMailer
+from adapters.memory import RecordingMailer
 from gemini_core.entities import OtpPurpose
 from gemini_core.errors import UnavailableError
 from gemini_core.mail import code_mail, duration_in_words

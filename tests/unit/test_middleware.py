@@ -16,9 +16,8 @@ from hypothesis import strategies as st
 from litestar import Litestar, Response, get
 from litestar.testing import AsyncTestClient
 
-from adapters.cache import InMemoryCache
 from adapters.clock import SystemClock
-from adapters.memory import InMemoryDatabaseProbe
+from adapters.memory import InMemoryCache, InMemoryDatabaseProbe
 from gemini_core.health import HealthService
 from gemini_core.ports import RateLimitDecision, RateLimiterStats
 from tests.config import production_settings
@@ -314,7 +313,7 @@ async def test_a_limit_of_ten_admits_exactly_ten_of_a_hundred_at_once(tmp_path: 
 
 
 async def test_retry_after_counts_down_with_the_window(tmp_path: Path) -> None:
-    from adapters.clock import FakeClock
+    from adapters.memory import FakeClock
 
     clock = FakeClock()
     settings = settings_for(tmp_path, RATE_LIMIT_REQUESTS="1", RATE_LIMIT_WINDOW_SECONDS="60")

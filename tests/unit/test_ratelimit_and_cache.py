@@ -2,9 +2,7 @@ from __future__ import annotations
 
 import asyncio
 
-from adapters.cache import InMemoryCache
-from adapters.clock import FakeClock
-from adapters.ratelimit import InMemoryRateLimiter
+from adapters.memory import FakeClock, InMemoryCache, InMemoryRateLimiter
 
 
 async def test_limit_admits_exactly_the_limit_then_refuses_until_the_window_ends() -> None:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from litestar import Litestar, get
 from litestar.testing import AsyncTestClient
 
-from web.operations import cors_config
+from web.edge import cors_config
 from web.settings import Settings, SettingsError, load_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -810,7 +810,7 @@ async def test_configured_origins_replace_the_local_ones() -> None:
 
 
 def test_the_local_origins_are_announced_at_start_up(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="web.operations"):
+    with caplog.at_level(logging.INFO, logger="web.edge"):
         cors_config(load())
         cors_config(load(CORS_ORIGINS="https://app.example.com"))
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from adapters.postgres.auth import PostgresOtpRepository, PostgresSessionRepository
 from adapters.postgres.chats import PostgresChatRepository, PostgresMessageRepository
+from adapters.postgres.codes import PostgresOtpRepository
 from adapters.postgres.files import PostgresFileUploadRepository
+from adapters.postgres.sessions import PostgresSessionRepository
 from adapters.postgres.stats import PostgresStatsRepository
 from adapters.postgres.users import PostgresUserRepository
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from gemini_core.ports import Clock, RateLimitDecision, RateLimiterStats
 
+__all__ = ["InMemoryRateLimiter"]
+
 SWEEP_EVERY_SECONDS = 300.0
 
 

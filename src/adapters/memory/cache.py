@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from gemini_core.ports import CacheStats, Clock
 
+__all__ = ["InMemoryCache"]
+
 SWEEP_EVERY_SECONDS = 300.0
 
 

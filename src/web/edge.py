@@ -1,5 +1,5 @@
-"""What the application needs to run in production, wired from the settings:
-the middleware, CORS, the body size limit and the metrics.
+"""The application's edge, wired from the settings: the middleware, CORS, the
+body size limit and the ``/metrics`` route.
 
 Outermost first, a request passes through ``RequestContextMiddleware`` (which
 also checks ``ALLOWED_HOSTS``) and ``GzipMiddleware``, both around everything

@@ -1,4 +1,5 @@
-"""Who is calling: the bearer token on the request, checked on every call."""
+"""Who is calling: the principal behind the bearer token on the request, checked
+on every call, the admin among principals, and the client's user agent and address."""
 
 from __future__ import annotations
 
