@@ -3,9 +3,11 @@
 Each request is answered by the next planned ``Reply`` (or a default one):
 pieces of text streamed as Server-Sent Events in chunked encoding, flushed
 one by one, with optional pauses; an error status; a connection cut
-mid-stream; or a stream held open until the client goes away. Every request
-is recorded (path, headers, JSON body), and so is every client that left
-before its answer was over, so a test can prove that a call was cancelled.
+mid-stream; or a stream held open until the client goes away. Gates order
+events without timing them: ``threading.Event``s that hold the whole answer,
+or one piece, until the test sets them. Every request is recorded (path,
+headers, JSON body), and so is every client that left before its answer was
+over, so a test can prove that a call was cancelled.
 
 Subclasses say how a provider formats its events (``GeminiStandIn``,
 ``OpenAiStandIn``).
@@ -21,10 +23,14 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+GATE_LIMIT_SECONDS = 60.0
+"""A gate still shut after this long cuts the connection, so a test that
+never opens it fails (its client sees a broken answer) rather than hangs."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,10 @@ class Reply:
     """Cut the connection after this many pieces, without ending the stream."""
     hold: bool = False
     """After the pieces, keep the stream open until the client leaves."""
+    answer_gate: threading.Event | None = None
+    """Send nothing, not even the status line, until this is set."""
+    piece_gates: Mapping[int, threading.Event] = field(default_factory=dict)
+    """Send piece ``n`` (counting from 0) only once its event is set."""
 
 
 @dataclass(frozen=True)
@@ -146,6 +156,8 @@ class StandIn:
                 reply = standin._next_reply()
                 if reply.first_delay and not self._pause(reply.first_delay):
                     return
+                if reply.answer_gate and not self._await(reply.answer_gate):
+                    return
                 if reply.status != 200:
                     self._send_json(reply.status, reply.error or standin.error_body(reply), reply)
                     return
@@ -180,6 +192,9 @@ class StandIn:
                             return
                         if reply.delay and not self._pause(reply.delay):
                             return
+                        gate = reply.piece_gates.get(pieces_sent)
+                        if gate and not self._await(gate):
+                            return
                         pieces_sent += 1
                         continue
                     if not self._chunk(event):
@@ -213,16 +228,35 @@ class StandIn:
                 """Wait, watching the connection; False when the client left."""
                 deadline = time.monotonic() + seconds
                 while (left := deadline - time.monotonic()) > 0:
-                    readable, _, _ = select.select([self.connection], [], [], min(left, 0.02))
-                    if readable:
-                        try:
-                            gone = self.connection.recv(1, socket.MSG_PEEK) == b""
-                        except OSError:
-                            gone = True
-                        if gone:
-                            self._left()
-                            return False
+                    if self._gone(min(left, 0.02)):
+                        return False
                 return True
+
+            def _await(self, gate: threading.Event) -> bool:
+                """Wait for the test to open the gate, watching the connection;
+                False when the client left, or when the gate stayed shut so
+                long that the connection was cut."""
+                deadline = time.monotonic() + GATE_LIMIT_SECONDS
+                while not gate.is_set():
+                    if time.monotonic() > deadline:
+                        self._cut()
+                        return False
+                    if self._gone(0.02):
+                        return False
+                return True
+
+            def _gone(self, seconds: float) -> bool:
+                """Whether the client left, watching for up to ``seconds``."""
+                readable, _, _ = select.select([self.connection], [], [], seconds)
+                if not readable:
+                    return False
+                try:
+                    gone = self.connection.recv(1, socket.MSG_PEEK) == b""
+                except OSError:
+                    gone = True
+                if gone:
+                    self._left()
+                return gone
 
             def _left(self) -> None:
                 self.close_connection = True

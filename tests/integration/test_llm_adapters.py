@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import time
-from collections.abc import AsyncIterator, Iterator
+import email.utils
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -114,6 +116,25 @@ async def provider(request: pytest.FixtureRequest) -> AsyncIterator[Provider]:
         standin.stop()
 
 
+@pytest.fixture
+async def advance_loop_clock(monkeypatch: pytest.MonkeyPatch) -> Callable[[float], None]:
+    """Moves the running event loop's clock forward by so many seconds, as if
+    they had passed: the loop's timers, ``asyncio.timeout`` among them, go by it."""
+    loop = asyncio.get_running_loop()
+    real_time = loop.time
+    skew = 0.0
+
+    def skewed_time() -> float:
+        return real_time() + skew
+
+    def advance(seconds: float) -> None:
+        nonlocal skew
+        skew += seconds
+
+    monkeypatch.setattr(loop, "time", skewed_time)
+    return advance
+
+
 def ask(text: str = "Hi", *, timeout: float = 5.0, **fields: Any) -> LlmRequest:
     return LlmRequest(
         model=fields.pop("model", "test-model"),
@@ -162,14 +183,15 @@ async def test_no_reported_usage_means_no_usage(provider: Provider) -> None:
 
 
 async def test_pieces_arrive_as_the_model_sends_them(provider: Provider) -> None:
-    provider.standin.plan(Reply(pieces=("first", " second"), delay=0.4))
-    started = time.monotonic()
-    arrivals = []
+    # The model sends its second piece only once the first has reached the
+    # reader: an adapter holding pieces back would end in its timeout instead.
+    first_arrived = threading.Event()
+    provider.standin.plan(Reply(pieces=("first", " second"), piece_gates={1: first_arrived}))
+    arrived: list[LlmChunk | Usage] = []
     async for item in provider.client.stream(ask()):
-        if isinstance(item, LlmChunk):
-            arrivals.append(time.monotonic() - started)
-    assert arrivals[0] < 0.75  # not held back until the second piece
-    assert arrivals[1] - arrivals[0] > 0.3
+        arrived.append(item)
+        first_arrived.set()
+    assert arrived == [LlmChunk("first"), LlmChunk(" second"), Usage(11, 7)]
 
 
 async def test_system_prompt_history_and_images_reach_the_model(provider: Provider) -> None:
@@ -229,19 +251,31 @@ async def test_a_cut_mid_stream_is_an_upstream_error_after_the_pieces(provider: 
     assert pieces == ["Half", " an"]
 
 
-async def test_a_slow_first_byte_times_out(provider: Provider) -> None:
-    provider.standin.plan(Reply(first_delay=3.0))
-    started = time.monotonic()
+async def test_a_model_that_never_answers_times_out_and_is_hung_up_on(
+    provider: Provider,
+) -> None:
+    # Not even the status line comes, so only the call's own deadline can end it.
+    provider.standin.plan(Reply(answer_gate=threading.Event()))
     with pytest.raises(UpstreamTimeoutError):
-        await collect(provider.client, ask(timeout=0.5))
-    assert time.monotonic() - started < 2.0
+        await collect(provider.client, ask(timeout=0.2))
+    await provider.standin.wait_until(lambda: provider.standin.left_early == 1)
 
 
-async def test_the_timeout_covers_the_whole_call(provider: Provider) -> None:
-    provider.standin.plan(Reply(pieces=("a", "b", "c", "d", "e"), delay=0.3))
-    pieces, error = await collect_until_error(provider.client, ask(timeout=0.8))
-    assert isinstance(error, UpstreamTimeoutError)
-    assert 1 <= len(pieces) < 5
+async def test_the_timeout_covers_the_whole_call(
+    provider: Provider, advance_loop_clock: Callable[[float], None]
+) -> None:
+    # One deadline for the call, not one per wait: the first piece comes at
+    # once; the reader then holds the stream past the deadline, and only then
+    # may the model send its second piece. A timeout per wait (or none after
+    # the first byte) would hand that piece over.
+    second = threading.Event()
+    provider.standin.plan(Reply(pieces=("a", "b"), piece_gates={1: second}, hold=True))
+    stream = provider.client.stream(ask(timeout=60))
+    assert await anext(stream) == LlmChunk("a")
+    advance_loop_clock(61)
+    second.set()
+    with pytest.raises(UpstreamTimeoutError):
+        await anext(stream)
     await provider.standin.wait_until(lambda: provider.standin.left_early == 1)
 
 
@@ -270,12 +304,18 @@ async def test_cancelling_the_reader_hangs_up_on_the_model(provider: Provider) -
     await provider.standin.wait_until(lambda: provider.standin.left_early == 1)
 
 
-async def test_connections_are_reused_and_calls_run_concurrently(provider: Provider) -> None:
-    provider.standin.plan(*(Reply(pieces=(f"n{n}",), delay=0.2) for n in range(5)))
-    started = time.monotonic()
-    results = await asyncio.gather(*(collect(provider.client, ask()) for _ in range(5)))
+async def test_calls_run_concurrently(provider: Provider) -> None:
+    # No answer comes before all five calls have reached the model, which
+    # calls made one at a time never would.
+    all_asked = threading.Event()
+    provider.standin.plan(*(Reply(pieces=(f"n{n}",), answer_gate=all_asked) for n in range(5)))
+    calls = asyncio.gather(*(collect(provider.client, ask()) for _ in range(5)))
+    try:
+        await provider.standin.wait_until(lambda: len(provider.standin.requests) == 5)
+    finally:
+        all_asked.set()
+    results = await calls
     assert sorted(p[0][0] for p in results) == [f"n{n}" for n in range(5)]
-    assert time.monotonic() - started < 0.9
 
 
 # --- OpenAI-compatible details ------------------------------------------------------
@@ -313,8 +353,13 @@ def test_retry_after_reads_seconds_and_dates() -> None:
     assert retry_after_seconds("0.2") == 1
     assert retry_after_seconds(None) == 30
     assert retry_after_seconds("soon") == 30
-    in_a_minute = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 60))
-    assert 55 <= retry_after_seconds(in_a_minute) <= 61
+    now = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+
+    def http_date(when: datetime) -> str:
+        return email.utils.format_datetime(when, usegmt=True)
+
+    assert retry_after_seconds(http_date(now + timedelta(seconds=60)), now=now) == 60
+    assert retry_after_seconds(http_date(now - timedelta(hours=1)), now=now) == 1
 
 
 # --- the offline model ----------------------------------------------------------------
