@@ -68,7 +68,7 @@ def create_app(container: Container | None = None, *, settings: Settings | None 
             FilesController,
             ChatsController,
             SearchController,
-            *([docs_router] if docs else []),
+            *([docs_router()] if docs else []),
         ],
         lifespan=[lifespan, *edge.lifespans(slot, recorder)],
         middleware=edge.route_middleware(settings, slot, recorder),

@@ -9,9 +9,6 @@ from litestar import MediaType, Request, Router, get
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, RedocRenderPlugin, SwaggerRenderPlugin
 
-_swagger = SwaggerRenderPlugin()
-_redoc = RedocRenderPlugin()
-
 
 def openapi_config(version: str) -> OpenAPIConfig:
     return OpenAPIConfig(
@@ -23,19 +20,20 @@ def openapi_config(version: str) -> OpenAPIConfig:
     )
 
 
-def _schema(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    schema: dict[str, Any] = request.app.openapi_schema.to_schema()
-    return schema
+def docs_router() -> Router:
+    """The `/docs` and `/redoc` pages, rendered from the app's own OpenAPI document."""
+    swagger, redoc = SwaggerRenderPlugin(), RedocRenderPlugin()
 
+    def schema(request: Request[Any, Any, Any]) -> dict[str, Any]:
+        document: dict[str, Any] = request.app.openapi_schema.to_schema()
+        return document
 
-@get("/docs", media_type=MediaType.HTML, include_in_schema=False, sync_to_thread=False)
-def swagger_ui(request: Request[Any, Any, Any]) -> bytes:
-    return _swagger.render(request, _schema(request))
+    @get("/docs", media_type=MediaType.HTML, sync_to_thread=False)
+    def swagger_ui(request: Request[Any, Any, Any]) -> bytes:
+        return swagger.render(request, schema(request))
 
+    @get("/redoc", media_type=MediaType.HTML, sync_to_thread=False)
+    def redoc_ui(request: Request[Any, Any, Any]) -> bytes:
+        return redoc.render(request, schema(request))
 
-@get("/redoc", media_type=MediaType.HTML, include_in_schema=False, sync_to_thread=False)
-def redoc(request: Request[Any, Any, Any]) -> bytes:
-    return _redoc.render(request, _schema(request))
-
-
-docs_router = Router(path="/", route_handlers=[swagger_ui, redoc], include_in_schema=False)
+    return Router(path="/", route_handlers=[swagger_ui, redoc_ui], include_in_schema=False)

@@ -3,7 +3,8 @@ process, plain HTTP, and the dependency behind a proxy the test stops and
 starts again.
 
 The pool timeout here is long on purpose: a request that waits for the pool
-during an outage would take it whole, so every "quickly" below is far below it.
+during an outage would take it whole, so the answers that must come "at once"
+are given a deadline of half of it, and one that waited would miss it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,18 +27,11 @@ from .proxy import DatabaseProxy, TcpProxy
 from .server import running_server
 
 POOL_TIMEOUT_SECONDS = 20.0
-QUICKLY = 3.0
+AT_ONCE = POOL_TIMEOUT_SECONDS / 2  # a deadline, never reached unless something waits
 ADMIN = {"ADMIN_EMAIL": "ops@example.com", "ADMIN_PASSWORD": "a long admin passphrase"}
 
 
-def timed(call: Callable[[], httpx.Response]) -> tuple[httpx.Response, float]:
-    started = time.monotonic()
-    response = call()
-    return response, time.monotonic() - started
-
-
-def assert_unavailable(response: httpx.Response, took: float) -> None:
-    assert took < QUICKLY, f"{response.request.url.path} took {took:.1f} s"
+def assert_unavailable(response: httpx.Response) -> None:
     assert response.status_code == 503, response.text
     assert int(response.headers["retry-after"]) > 0
 
@@ -57,7 +50,7 @@ def test_a_known_database_outage_answers_503_at_once_and_heals_by_itself(
     try:
         with (
             running_server(tmp_path, **env) as (_, base),
-            httpx.Client(base_url=base, timeout=60) as client,
+            httpx.Client(base_url=base, timeout=AT_ONCE) as client,
         ):
             login = client.post(
                 "/auth/login",
@@ -69,15 +62,15 @@ def test_a_known_database_outage_answers_503_at_once_and_heals_by_itself(
 
             proxy.stop()
             # The first look finds the database gone, within /health's own deadline.
-            health, took = timed(lambda: client.get("/health"))
-            assert_unavailable(health, took)
+            health = client.get("/health")
+            assert_unavailable(health)
             assert health.json()["status"] == "unhealthy"
             assert health.json()["services"]["database"]["status"] == "unhealthy"
             # Known down now: nobody waits for the pool.
             for _ in range(3):
-                assert_unavailable(*timed(lambda: client.get("/chats", headers=auth)))
-                assert_unavailable(*timed(lambda: client.get("/health/database")))
-                assert_unavailable(*timed(lambda: client.get("/health")))
+                assert_unavailable(client.get("/chats", headers=auth))
+                assert_unavailable(client.get("/health/database"))
+                assert_unavailable(client.get("/health"))
 
             proxy.start()
             deadline = time.monotonic() + 30
@@ -113,15 +106,14 @@ async def test_a_request_waiting_for_the_pool_is_released_when_the_database_goes
         await holding.wait()
         waiter = asyncio.create_task(borrow())
         await asyncio.sleep(0.3)  # in the pool's queue by now
-        started = time.monotonic()
         proxy.stop()
-        with pytest.raises(UnavailableError):
-            await holder
-        with pytest.raises(UnavailableError):
-            await waiter
-        with pytest.raises(UnavailableError):
-            await borrow()
-        assert time.monotonic() - started < QUICKLY
+        async with asyncio.timeout(AT_ONCE):  # not the pool's timeout: released at once
+            with pytest.raises(UnavailableError):
+                await holder
+            with pytest.raises(UnavailableError):
+                await waiter
+            with pytest.raises(UnavailableError):
+                await borrow()
     finally:
         proxy.shutdown()
         await database.close()

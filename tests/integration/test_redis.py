@@ -32,6 +32,7 @@ from .proxy import TcpProxy
 from .server import running_server, settings_for
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
+AT_ONCE = 5.0  # a deadline far above the client's 0.5 s timeouts: reached only if it waits
 pytestmark = pytest.mark.skipif(not REDIS_URL, reason="needs REDIS_URL")
 
 
@@ -188,10 +189,9 @@ async def test_unreachable_redis_is_an_unavailable_error_quickly_and_then_recove
             lambda: cache.get("k"),
             cache.stats,
         ):
-            started = time.monotonic()
-            with pytest.raises(UnavailableError):
-                await call()
-            assert time.monotonic() - started < 2
+            async with asyncio.timeout(AT_ONCE):  # refused, not waited on
+                with pytest.raises(UnavailableError):
+                    await call()
         proxy.start()
         await asyncio.sleep(0.6)  # the limiter's back-off after a failure
         decision = await limiter.hit("k", limit=5, window_seconds=60)
@@ -230,11 +230,10 @@ async def test_health_reports_redis_statistics_and_degraded_while_redis_is_away(
 
             proxy.stop()
             for _ in range(10):  # past the limit of 5: nothing is counted now
-                started = time.monotonic()
-                response = await client.get("/auth/me")
+                async with asyncio.timeout(AT_ONCE):
+                    response = await client.get("/auth/me")
                 assert response.status_code == 401
                 assert "ratelimit-limit" not in response.headers
-                assert time.monotonic() - started < 2
             down = await client.get("/health")
             assert down.status_code == 200
             body = down.json()

@@ -3,8 +3,8 @@ HTTP S3 endpoint (moto's server): one contract for all three."""
 
 from __future__ import annotations
 
+import asyncio
 import os
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,14 +164,13 @@ async def test_an_unreachable_s3_is_unavailable_quickly() -> None:
         access_key_id=ACCESS_KEY_ID,
         secret_access_key=SECRET_ACCESS_KEY,
     )
-    started = time.monotonic()
-    with pytest.raises(UnavailableError):
-        await storage.put(KEY, chunks(b"abc"), content_type="image/png")
-    with pytest.raises(UnavailableError):
-        await storage.open(KEY)
-    with pytest.raises(UnavailableError):
-        await storage.delete(KEY)
-    assert time.monotonic() - started < 10
+    async with asyncio.timeout(10):  # a refused connection is not retried for long
+        with pytest.raises(UnavailableError):
+            await storage.put(KEY, chunks(b"abc"), content_type="image/png")
+        with pytest.raises(UnavailableError):
+            await storage.open(KEY)
+        with pytest.raises(UnavailableError):
+            await storage.delete(KEY)
 
 
 async def test_a_missing_bucket_is_unavailable_for_writes(s3_server: S3Server) -> None:  # noqa: F811
