@@ -12,7 +12,9 @@ from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from gemini_core.accounts import Principal
 from gemini_core.admin import AccountEdit
+from gemini_core.errors import ConflictError, PermissionDeniedError
 from web.container import Container
+from web.contract import documents
 from web.principal import provide_admin, provide_principal
 from web.schemas import UserOut, to_wire
 
@@ -53,6 +55,7 @@ def _given(value: T | msgspec.UnsetType) -> T | None:
 class AdminController(Controller):
     path = "/admin"
     tags = ["admin"]  # noqa: RUF012  (Litestar reads class attributes)
+    opt = documents(raises=[PermissionDeniedError])
     dependencies = {  # noqa: RUF012
         "principal": Provide(provide_principal),
         "admin": Provide(provide_admin),
@@ -77,7 +80,11 @@ class AdminController(Controller):
         found = await container.admin.list_users(page=page, size=size, query=q)
         return to_wire(UsersPageOut, found)
 
-    @put("/users/{user_id:int}", operation_id="adminUpdateUser")
+    @put(
+        "/users/{user_id:int}",
+        operation_id="adminUpdateUser",
+        opt=documents(raises=[ConflictError]),
+    )
     async def update_user(
         self,
         user_id: FromPath[int],
@@ -96,7 +103,12 @@ class AdminController(Controller):
         )
         return to_wire(UserOut, await container.admin.edit_user(admin, user_id, edit))
 
-    @delete("/users/{user_id:int}", status_code=HTTP_204_NO_CONTENT, operation_id="adminDeleteUser")
+    @delete(
+        "/users/{user_id:int}",
+        status_code=HTTP_204_NO_CONTENT,
+        operation_id="adminDeleteUser",
+        opt=documents(raises=[ConflictError]),
+    )
     async def delete_user(
         self,
         user_id: FromPath[int],

@@ -13,7 +13,14 @@ from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CO
 
 from gemini_core.accounts import Principal, Registration, TokenPair
 from gemini_core.entities import OtpPurpose
+from gemini_core.errors import (
+    AuthenticationError,
+    ConflictError,
+    PermissionDeniedError,
+    VerificationFailedError,
+)
 from web.container import Container
+from web.contract import documents
 from web.principal import client_of, provide_principal
 from web.schemas import UserOut, to_wire
 
@@ -107,7 +114,12 @@ class AuthController(Controller):
     tags = ["auth"]  # noqa: RUF012  (Litestar reads class attributes)
     signed_in = {"principal": Provide(provide_principal)}  # noqa: RUF012
 
-    @post("/send-otp", status_code=HTTP_202_ACCEPTED, operation_id="sendOtp")
+    @post(
+        "/send-otp",
+        status_code=HTTP_202_ACCEPTED,
+        operation_id="sendOtp",
+        opt=documents(example={"email": "ada@example.com", "purpose": "email_verification"}),
+    )
     async def send_otp(
         self, data: JSONBody[SendOtpIn], container: NamedDependency[Container]
     ) -> SendOtpOut:
@@ -115,7 +127,23 @@ class AuthController(Controller):
         expires_in = await container.accounts.send_code(data.email, OtpPurpose(data.purpose))
         return SendOtpOut(message=SENT, expires_in=expires_in)
 
-    @post("/register", operation_id="register")
+    @post(
+        "/register",
+        operation_id="register",
+        opt=documents(
+            raises=[VerificationFailedError, ConflictError],
+            example={
+                "email": "ada@example.com",
+                "otp_code": "123456",
+                "user_data": {
+                    "email": "ada@example.com",
+                    "username": "ada",
+                    "password": "correct horse battery staple",
+                    "full_name": "Ada Lovelace",
+                },
+            },
+        ),
+    )
     async def register(
         self,
         request: Request[Any, Any, Any],
@@ -135,7 +163,15 @@ class AuthController(Controller):
         )
         return TokenPairOut.of(pair)
 
-    @post("/login", status_code=HTTP_200_OK, operation_id="login")
+    @post(
+        "/login",
+        status_code=HTTP_200_OK,
+        operation_id="login",
+        opt=documents(
+            raises=[AuthenticationError, PermissionDeniedError],
+            example={"email": "ada@example.com", "password": "correct horse battery staple"},
+        ),
+    )
     async def login(
         self,
         request: Request[Any, Any, Any],
@@ -145,7 +181,12 @@ class AuthController(Controller):
         pair = await container.accounts.login(data.email, data.password, client_of(request))
         return TokenPairOut.of(pair)
 
-    @post("/refresh", status_code=HTTP_200_OK, operation_id="refresh")
+    @post(
+        "/refresh",
+        status_code=HTTP_200_OK,
+        operation_id="refresh",
+        opt=documents(raises=[AuthenticationError]),
+    )
     async def refresh(
         self, data: JSONBody[RefreshIn], container: NamedDependency[Container]
     ) -> TokenPairOut:
@@ -162,7 +203,12 @@ class AuthController(Controller):
     async def me(self, principal: NamedDependency[Principal]) -> UserOut:
         return to_wire(UserOut, principal.user)
 
-    @patch("/me", operation_id="updateMe", dependencies=signed_in)
+    @patch(
+        "/me",
+        operation_id="updateMe",
+        dependencies=signed_in,
+        opt=documents(raises=[ConflictError]),
+    )
     async def update_me(
         self,
         data: JSONBody[ProfileIn],
@@ -181,6 +227,7 @@ class AuthController(Controller):
         status_code=HTTP_204_NO_CONTENT,
         operation_id="changePassword",
         dependencies=signed_in,
+        opt=documents(raises=[VerificationFailedError]),
     )
     async def change_password(
         self,
@@ -193,7 +240,12 @@ class AuthController(Controller):
             principal, data.current_password, data.new_password
         )
 
-    @post("/reset-password", status_code=HTTP_204_NO_CONTENT, operation_id="resetPassword")
+    @post(
+        "/reset-password",
+        status_code=HTTP_204_NO_CONTENT,
+        operation_id="resetPassword",
+        opt=documents(raises=[VerificationFailedError]),
+    )
     async def reset_password(
         self, data: JSONBody[ResetPasswordIn], container: NamedDependency[Container]
     ) -> None:

@@ -31,11 +31,12 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CON
 from gemini_core.accounts import Principal
 from gemini_core.chats import AnswerDelta, Exchange
 from gemini_core.entities import ChatChanges
-from gemini_core.errors import GeminiError
+from gemini_core.errors import GeminiError, UpstreamError, UpstreamQuotaError, UpstreamTimeoutError
 from web.container import Container
+from web.contract import documents
 from web.events import EVENT_STREAM, EventStream, sse_event, wants_events
 from web.principal import provide_principal
-from web.problems import problem_for
+from web.problems import Problem, problem_for
 from web.schemas import to_wire
 
 # --- the wire ---------------------------------------------------------------------
@@ -140,6 +141,14 @@ class NewMessageIn(msgspec.Struct):
 # --- the event stream ----------------------------------------------------------------
 
 
+STREAM_EVENTS: dict[str, type[msgspec.Struct]] = {
+    "user_message": MessageOut,
+    "delta": DeltaOut,
+    "done": MessageOut,
+    "error": Problem,
+}
+
+
 async def exchange_events(exchange: Exchange) -> AsyncGenerator[bytes, None]:
     """The stream's events; closing it (or cancelling its reader) abandons the answer."""
     yield sse_event("user_message", to_wire(MessageOut, exchange.user_message))
@@ -162,7 +171,12 @@ class ChatsController(Controller):
     tags = ["chats"]  # noqa: RUF012  (Litestar reads class attributes)
     dependencies = {"principal": Provide(provide_principal)}  # noqa: RUF012
 
-    @post("/", status_code=HTTP_201_CREATED, operation_id="createChat")
+    @post(
+        "/",
+        status_code=HTTP_201_CREATED,
+        operation_id="createChat",
+        opt=documents(example={"title": "Trip to Lisbon", "system_prompt": "Answer briefly."}),
+    )
     async def create_chat(
         self,
         data: JSONBody[NewChatIn],
@@ -248,6 +262,11 @@ class ChatsController(Controller):
         "/{chat_id:int}/messages",
         status_code=HTTP_201_CREATED,
         operation_id="sendMessage",
+        opt=documents(
+            raises=[UpstreamError, UpstreamTimeoutError, UpstreamQuotaError],
+            example={"content": "What should I see in Lisbon in one day?", "file_ids": []},
+            events=STREAM_EVENTS,
+        ),
         responses={
             HTTP_201_CREATED: ResponseSpec(
                 data_container=ExchangeOut, description="The question and its stored answer."

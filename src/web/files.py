@@ -23,8 +23,10 @@ from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from gemini_core.accounts import Principal
 from gemini_core.entities import FileUpload
+from gemini_core.errors import InvalidInputError, PayloadTooLargeError, UnsupportedMediaTypeError
 from gemini_core.files import DEFAULT_PAGE_SIZE
 from web.container import Container
+from web.contract import documents
 from web.multipart import form_file
 from web.principal import provide_principal
 from web.schemas import to_wire
@@ -59,6 +61,10 @@ def inline_disposition(name: str) -> str:
     return f"inline; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
+# What an upload may be, judged by its bytes: the types a download is served as.
+IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
+
+
 class FilesController(Controller):
     path = "/"
     tags = ["files"]  # noqa: RUF012  (Litestar reads class attributes)
@@ -71,6 +77,19 @@ class FilesController(Controller):
         status_code=HTTP_201_CREATED,
         operation_id="uploadFile",
         request_max_body_size=None,
+        opt=documents(
+            raises=[PayloadTooLargeError, UnsupportedMediaTypeError, InvalidInputError],
+            body={
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"file": {"type": "string", "format": "binary"}},
+                        "required": ["file"],
+                    },
+                    "encoding": {"file": {"contentType": ", ".join(IMAGE_TYPES)}},
+                }
+            },
+        ),
     )
     async def upload(
         self,
@@ -86,7 +105,7 @@ class FilesController(Controller):
             )
         return FileOut.of(upload)
 
-    @get("/uploads/{filename:str}", operation_id="getUpload")
+    @get("/uploads/{filename:str}", operation_id="getUpload", opt=documents(binary=IMAGE_TYPES))
     async def download(
         self,
         filename: FromPath[str],

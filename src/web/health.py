@@ -8,6 +8,7 @@ from typing import TypeVar
 import msgspec
 from litestar import Controller, Response, get
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from gemini_core.errors import UNAVAILABLE_RETRY_AFTER_SECONDS
@@ -83,7 +84,16 @@ class HealthController(Controller):
     path = "/health"
     tags = ["operations"]  # noqa: RUF012  (Litestar reads class attributes)
 
-    @get("/", operation_id="health", summary="Service health")
+    @get(
+        "/",
+        operation_id="health",
+        summary="Service health",
+        responses={
+            HTTP_503_SERVICE_UNAVAILABLE: ResponseSpec(
+                Health, description="Unhealthy: the database is down; see `Retry-After`."
+            )
+        },
+    )
     async def health(self, container: NamedDependency[Container]) -> Response[Health]:
         report = await container.health.check()
         limiter, cache = report.rate_limiting, report.cache
@@ -108,7 +118,16 @@ class HealthController(Controller):
         )
         return _respond(body, healthy=report.status != HealthStatus.UNHEALTHY)
 
-    @get("/database", operation_id="healthDatabase", summary="Database health and pool")
+    @get(
+        "/database",
+        operation_id="healthDatabase",
+        summary="Database health and pool",
+        responses={
+            HTTP_503_SERVICE_UNAVAILABLE: ResponseSpec(
+                DatabaseDetail, description="The database is down; see `Retry-After`."
+            )
+        },
+    )
     async def database(self, container: NamedDependency[Container]) -> Response[DatabaseDetail]:
         status = await container.health.check_database()
         body = DatabaseDetail(

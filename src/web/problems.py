@@ -51,6 +51,7 @@ from gemini_core.errors import (
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+ABOUT_BLANK = "about:blank"
 
 _STATUS_BY_ERROR: dict[type[GeminiError], int] = {
     InvalidInputError: HTTP_422_UNPROCESSABLE_ENTITY,
@@ -92,33 +93,55 @@ class FieldError(msgspec.Struct):
 
 
 class Problem(msgspec.Struct, omit_defaults=True):
-    """The body of every error response."""
+    """The body of every error response (RFC 9457). `type` is `about:blank`: the status
+    says what kind of problem it is. `instance` is the path of the request, when there
+    was one; `errors` names each field a 422 refused."""
 
-    status: int
+    type: str
     title: str
+    status: int
     detail: str
-    type: str = "about:blank"
-    errors: list[FieldError] | None = None
+    instance: str | msgspec.UnsetType = msgspec.UNSET
+    errors: list[FieldError] | msgspec.UnsetType = msgspec.UNSET
+
+
+def problem(
+    status: int,
+    detail: str,
+    *,
+    instance: str | None = None,
+    errors: list[FieldError] | None = None,
+) -> Problem:
+    """The problem of `status`, titled by it."""
+    return Problem(
+        type=ABOUT_BLANK,
+        title=_TITLES.get(status, "Error"),
+        status=status,
+        detail=detail,
+        instance=msgspec.UNSET if instance is None else instance,
+        errors=msgspec.UNSET if errors is None else errors,
+    )
 
 
 def problem_response(
+    request: Request[Any, Any, Any],
     status: int,
     detail: str,
     *,
     errors: list[FieldError] | None = None,
     headers: dict[str, str] | None = None,
 ) -> Response[Problem]:
-    title = _TITLES.get(status, "Error")
     return Response(
-        Problem(status=status, title=title, detail=detail, errors=errors),
+        problem(status, detail, instance=request.scope["path"], errors=errors),
         status_code=status,
         media_type=PROBLEM_JSON,
         headers=headers,
     )
 
 
-def _status_of(exc: GeminiError) -> int:
-    for cls in type(exc).__mro__:
+def status_of(error: type[GeminiError]) -> int:
+    """The status that answers ``error``, by the nearest class in the map."""
+    for cls in error.__mro__:
         if cls in _STATUS_BY_ERROR:
             return _STATUS_BY_ERROR[cls]
     return HTTP_500_INTERNAL_SERVER_ERROR
@@ -127,12 +150,11 @@ def _status_of(exc: GeminiError) -> int:
 def problem_for(exc: GeminiError) -> Problem:
     """The body ``handle_core_error`` would answer, for an error that arrives after
     a response has started (an ``error`` event in a stream)."""
-    status = _status_of(exc)
-    return Problem(status=status, title=_TITLES.get(status, "Error"), detail=exc.detail)
+    return problem(status_of(type(exc)), exc.detail)
 
 
-def handle_core_error(_: Request[Any, Any, Any], exc: GeminiError) -> Response[Problem]:
-    status = _status_of(exc)
+def handle_core_error(request: Request[Any, Any, Any], exc: GeminiError) -> Response[Problem]:
+    status = status_of(type(exc))
     headers: dict[str, str] | None = None
     if isinstance(exc, TooManyRequestsError | UnavailableError | UpstreamQuotaError):
         headers = {"Retry-After": str(exc.retry_after)}
@@ -143,7 +165,7 @@ def handle_core_error(_: Request[Any, Any, Any], exc: GeminiError) -> Response[P
         errors = [FieldError(field=exc.field, message=exc.detail)]
     if status >= 500:
         log.warning("%s: %s", type(exc).__name__, exc.detail)
-    return problem_response(status, exc.detail, errors=errors, headers=headers)
+    return problem_response(request, status, exc.detail, errors=errors, headers=headers)
 
 
 _MISSING = re.compile(r"Object missing required field `([^`]+)`")
@@ -167,30 +189,35 @@ def _field_errors(extra: Any) -> list[FieldError]:
     return [_field_error(item) for item in items if isinstance(item, dict)]
 
 
-def handle_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
+def handle_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
     status = exc.status_code
     detail = exc.detail or _TITLES.get(status, "Error")
     if isinstance(exc.__cause__, SerializationException):
         return problem_response(
-            HTTP_400_BAD_REQUEST, f"The request body is not valid JSON ({exc.detail})."
+            request, HTTP_400_BAD_REQUEST, f"The request body is not valid JSON ({exc.detail})."
         )
     if isinstance(exc, ValidationException):
         errors = _field_errors(exc.extra)
         return problem_response(
-            HTTP_422_UNPROCESSABLE_ENTITY, "The request does not match the schema.", errors=errors
+            request,
+            HTTP_422_UNPROCESSABLE_ENTITY,
+            "The request does not match the schema.",
+            errors=errors,
         )
     headers = {
         k: v for k, v in (exc.headers or {}).items() if k.lower() in {"allow", "retry-after"}
     }
     if status >= 500:
         detail = _TITLES.get(status, "Error")
-    return problem_response(status, detail, headers=headers or None)
+    return problem_response(request, status, detail, headers=headers or None)
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem_response(
-        HTTP_500_INTERNAL_SERVER_ERROR, "Something went wrong on our side; it has been logged."
+        request,
+        HTTP_500_INTERNAL_SERVER_ERROR,
+        "Something went wrong on our side; it has been logged.",
     )
 
 
@@ -200,4 +227,13 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     Exception: handle_unexpected,
 }
 
-__all__ = ["EXCEPTION_HANDLERS", "PROBLEM_JSON", "Problem", "problem_for", "problem_response"]
+__all__ = [
+    "EXCEPTION_HANDLERS",
+    "PROBLEM_JSON",
+    "FieldError",
+    "Problem",
+    "problem",
+    "problem_for",
+    "problem_response",
+    "status_of",
+]

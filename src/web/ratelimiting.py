@@ -33,7 +33,7 @@ import msgspec
 from gemini_core.ports import RateLimitDecision, RateLimiter
 from web.metrics import Metrics
 from web.middleware import ASGIApp, Message, Receive, Scope, Send
-from web.problems import PROBLEM_JSON, Problem
+from web.problems import PROBLEM_JSON, problem
 from web.settings import Settings
 
 __all__ = ["AUTH_ROUTES", "EXEMPT_ROUTES", "RateLimitMiddleware", "RateLimitPolicy"]
@@ -244,13 +244,7 @@ class RateLimitMiddleware:
     async def _refuse(decision: RateLimitDecision, send: Send) -> None:
         seconds = decision.retry_after
         unit = "second" if seconds == 1 else "seconds"
-        body = _encode_problem(
-            Problem(
-                status=429,
-                title="Too Many Requests",
-                detail=f"Too many requests; try again in {seconds} {unit}.",
-            )
-        )
+        body = _encode_problem(problem(429, f"Too many requests; try again in {seconds} {unit}."))
         headers = [
             (b"content-type", PROBLEM_JSON.encode()),
             (b"content-length", str(len(body)).encode()),

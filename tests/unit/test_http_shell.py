@@ -96,7 +96,7 @@ async def test_docs_are_served_in_development(tmp_path: Path) -> None:
 async def test_docs_are_not_served_when_disabled(tmp_path: Path) -> None:
     app = create_app(memory_container(settings_for(tmp_path, DOCS_ENABLED="false")))
     async with AsyncTestClient(app) as client:
-        for page in ("/schema/openapi.json", "/docs", "/redoc"):
+        for page in ("/schema/openapi.json", "/docs", "/redoc", "/docs/assets/swagger-ui.css"):
             assert_problem(await client.get(page), 404)
 
 
