@@ -194,9 +194,9 @@ class ChatService:
     ) -> ChatPage:
         """Pinned first, then the most recently updated; ``query`` matches titles."""
         check_page_size(limit)
-        query = (query or "").strip() or None
         if query is not None and len(query) > MAX_TITLE_LENGTH:
             raise InvalidInputError(f"At most {MAX_TITLE_LENGTH} characters.", field="q")
+        query = (query or "").strip() or None
         after = decode_chat_cursor(cursor) if cursor else None
         items, next_cursor = await fetch_page(
             lambda n: self._chats.list(
@@ -293,11 +293,11 @@ class ChatService:
     ) -> list[SearchHit]:
         """The caller's messages matching ``query``, best first."""
         check_page_size(limit)
+        if len(query) > MAX_SEARCH_LENGTH:
+            raise InvalidInputError(f"At most {MAX_SEARCH_LENGTH} characters.", field="q")
         query = query.strip()
         if not query:
             raise InvalidInputError("Type something to search for.", field="q")
-        if len(query) > MAX_SEARCH_LENGTH:
-            raise InvalidInputError(f"At most {MAX_SEARCH_LENGTH} characters.", field="q")
         return await self._messages.search(user_id, query, limit=limit)
 
     # --- lifetime -------------------------------------------------------------------
@@ -338,22 +338,19 @@ def _clean_title(title: str | None) -> str | None:
     """Trimmed, on one line; blank becomes ``None``."""
     if title is None:
         return None
-    cleaned = " ".join(title.split())
-    if len(cleaned) > MAX_TITLE_LENGTH:
+    if len(title) > MAX_TITLE_LENGTH:  # as sent: the limit a client can check
         raise InvalidInputError(f"Titles are at most {MAX_TITLE_LENGTH} characters.", field="title")
-    return cleaned or None
+    return " ".join(title.split()) or None
 
 
 def _check_system_prompt(prompt: str | None) -> str | None:
     """As typed (its layout may matter to the model); blank becomes ``None``."""
-    if prompt is None or not prompt.strip():
-        return None
-    if len(prompt) > MAX_SYSTEM_PROMPT_LENGTH:
+    if prompt is not None and len(prompt) > MAX_SYSTEM_PROMPT_LENGTH:
         raise InvalidInputError(
             f"System prompts are at most {MAX_SYSTEM_PROMPT_LENGTH} characters.",
             field="system_prompt",
         )
-    return prompt
+    return prompt if prompt and prompt.strip() else None
 
 
 def _check_content(content: str) -> str:
@@ -367,10 +364,9 @@ def _check_content(content: str) -> str:
 
 
 def _check_file_ids(file_ids: Sequence[int]) -> tuple[int, ...]:
-    """Without repeats, in the order given."""
-    unique = tuple(dict.fromkeys(file_ids))
-    if len(unique) > MAX_FILES_PER_MESSAGE:
+    """Without repeats, in the order given; the limit counts the ids as sent."""
+    if len(file_ids) > MAX_FILES_PER_MESSAGE:
         raise InvalidInputError(
             f"At most {MAX_FILES_PER_MESSAGE} files per message.", field="file_ids"
         )
-    return unique
+    return tuple(dict.fromkeys(file_ids))

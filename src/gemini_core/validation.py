@@ -28,7 +28,16 @@ _INVISIBLE = {"Cc", "Cf", "Cn", "Co", "Cs", "Zl", "Zp", "Zs"}
 MAX_LOCAL_PART_BYTES = 64
 # ASCII only: look-alike letters from other scripts would let two names pass
 # for one another.
-_USERNAME = re.compile(r"[A-Za-z0-9_.\-]{3,32}")
+USERNAME_PATTERN = r"^[A-Za-z0-9_.\-]{3,32}$"
+# The same rules as JSON Schema patterns (ECMA-262), for documents that state them.
+# Text that is not blank holds a character Python's str.strip() keeps:
+NOT_BLANK_PATTERN = (
+    r"[^\t\n\u000b\u000c\r\u001c-\u001f \u0085\u00a0\u1680\u2000-\u200a"
+    r"\u2028\u2029\u202f\u205f\u3000]"
+)
+# A name holds no control character that is not whitespace (whitespace is collapsed):
+NAME_PATTERN = r"^[^\u0000-\u0008\u000e-\u001b\u007f]*$"
+_USERNAME = re.compile(USERNAME_PATTERN)
 
 
 def normalize_email(email: str, *, field: str = "email") -> str:
@@ -66,11 +75,11 @@ def clean_full_name(full_name: str | None, *, field: str = "full_name") -> str |
     """Trimmed; blank becomes ``None``."""
     if full_name is None:
         return None
-    cleaned = " ".join(full_name.split())
-    if len(cleaned) > MAX_FULL_NAME_LENGTH:
+    if len(full_name) > MAX_FULL_NAME_LENGTH:  # as sent: the limit a client can check
         raise InvalidInputError(
             f"Names are at most {MAX_FULL_NAME_LENGTH} characters.", field=field
         )
+    cleaned = " ".join(full_name.split())
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in cleaned):
         raise InvalidInputError("Names cannot contain control characters.", field=field)
     return cleaned or None

@@ -16,7 +16,7 @@ from gemini_core.errors import ConflictError, PermissionDeniedError
 from web.container import Container
 from web.contract import documents
 from web.principal import provide_admin, provide_principal
-from web.schemas import UserOut, to_wire
+from web.schemas import FullName, Username, UserOut, to_wire
 
 
 class StatsOut(msgspec.Struct):
@@ -36,10 +36,8 @@ class UsersPageOut(msgspec.Struct):
 
 
 class UserEditIn(msgspec.Struct):
-    full_name: Annotated[str, msgspec.Meta(max_length=200)] | msgspec.UnsetType | None = (
-        msgspec.UNSET
-    )
-    username: Annotated[str, msgspec.Meta(max_length=64)] | msgspec.UnsetType = msgspec.UNSET
+    full_name: FullName | msgspec.UnsetType | None = msgspec.UNSET
+    username: Username | msgspec.UnsetType = msgspec.UNSET
     is_active: bool | msgspec.UnsetType = msgspec.UNSET
     is_verified: bool | msgspec.UnsetType = msgspec.UNSET
     is_admin: bool | msgspec.UnsetType = msgspec.UNSET

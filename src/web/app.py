@@ -77,7 +77,9 @@ def create_app(container: Container | None = None, *, settings: Settings | None 
         request_class=JsonBodyRequest,
         dependencies={"container": Provide(slot.get, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
-        openapi_config=openapi_config(composition.app_version()) if docs else None,
+        openapi_config=openapi_config(composition.app_version(), settings.llm_models)
+        if docs
+        else None,
         # Logging is configured above; Litestar's default would replace it.
         logging_config=None,
         debug=False,

@@ -22,11 +22,11 @@ from gemini_core.errors import (
 from web.container import Container
 from web.contract import documents
 from web.principal import client_of, provide_principal
-from web.schemas import UserOut, to_wire
+from web.schemas import Email, FullName, NewPassword, Username, UserOut, stated, to_wire
 
-Email = Annotated[str, msgspec.Meta(max_length=320)]
-Password = Annotated[str, msgspec.Meta(max_length=1024)]
-Code = Annotated[str, msgspec.Meta(max_length=32)]
+Password = Annotated[str, msgspec.Meta(max_length=1024)]  # any: it is only compared
+# A wrong code of any shape is a 400, like a wrong code of the right shape.
+Code = Annotated[str, msgspec.Meta(max_length=32), stated(pattern=r"^[0-9]{6}$")]
 
 
 class SendOtpIn(msgspec.Struct):
@@ -43,9 +43,9 @@ class UserDataIn(msgspec.Struct):
     """Only these fields are read: admin, active or verified flags cannot be set here."""
 
     email: Email
-    username: Annotated[str, msgspec.Meta(max_length=64)]
-    password: Password
-    full_name: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    username: Username
+    password: NewPassword
+    full_name: FullName | None = None
 
 
 class RegisterIn(msgspec.Struct):
@@ -76,21 +76,19 @@ class TokenPairOut(msgspec.Struct):
 
 
 class ProfileIn(msgspec.Struct):
-    full_name: Annotated[str, msgspec.Meta(max_length=200)] | msgspec.UnsetType | None = (
-        msgspec.UNSET
-    )
-    username: Annotated[str, msgspec.Meta(max_length=64)] | msgspec.UnsetType = msgspec.UNSET
+    full_name: FullName | msgspec.UnsetType | None = msgspec.UNSET
+    username: Username | msgspec.UnsetType = msgspec.UNSET
 
 
 class ChangePasswordIn(msgspec.Struct):
     current_password: Password
-    new_password: Password
+    new_password: NewPassword
 
 
 class ResetPasswordIn(msgspec.Struct):
     email: Email
     otp_code: Code
-    new_password: Password
+    new_password: NewPassword
 
 
 class SessionOut(msgspec.Struct):

@@ -19,25 +19,34 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.di import NamedDependency, Provide
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, FromQuery, JSONBody
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from gemini_core.accounts import Principal
-from gemini_core.chats import AnswerDelta, Exchange
+from gemini_core.chats import (
+    MAX_CONTENT_LENGTH,
+    MAX_FILES_PER_MESSAGE,
+    MAX_SEARCH_LENGTH,
+    MAX_SYSTEM_PROMPT_LENGTH,
+    MAX_TITLE_LENGTH,
+    AnswerDelta,
+    Exchange,
+)
 from gemini_core.entities import ChatChanges
 from gemini_core.errors import GeminiError, UpstreamError, UpstreamQuotaError, UpstreamTimeoutError
+from gemini_core.validation import NOT_BLANK_PATTERN
 from web.container import Container
 from web.contract import documents
 from web.events import EVENT_STREAM, EventStream, sse_event, wants_events
 from web.principal import provide_principal
 from web.problems import Problem, problem_for
-from web.schemas import to_wire
+from web.schemas import PageSize, stated, to_wire
 
 # --- the wire ---------------------------------------------------------------------
 
@@ -103,19 +112,25 @@ class SearchOut(msgspec.Struct):
 
 # The limits are the core's (it answers 422 naming the field); the body size
 # limit keeps any one field from being absurd.
+Title = Annotated[str, msgspec.Meta(max_length=1000), stated(max_length=MAX_TITLE_LENGTH)]
+SystemPrompt = Annotated[
+    str, msgspec.Meta(max_length=40_000), stated(max_length=MAX_SYSTEM_PROMPT_LENGTH)
+]
+
+
 class NewChatIn(msgspec.Struct):
-    title: str | None = None
-    model: str | None = None
-    system_prompt: str | None = None
+    title: Title | None = None
+    model: str | None = None  # one of the server's models: the document lists them
+    system_prompt: SystemPrompt | None = None
 
 
 class ChatChangesIn(msgspec.Struct):
     """Only the fields present change; ``null`` (or blank) clears a title or system prompt."""
 
-    title: str | msgspec.UnsetType | None = msgspec.UNSET
+    title: Title | msgspec.UnsetType | None = msgspec.UNSET
     pinned: bool | msgspec.UnsetType = msgspec.UNSET
     archived: bool | msgspec.UnsetType = msgspec.UNSET
-    system_prompt: str | msgspec.UnsetType | None = msgspec.UNSET
+    system_prompt: SystemPrompt | msgspec.UnsetType | None = msgspec.UNSET
     model: str | msgspec.UnsetType = msgspec.UNSET
 
     def changes(self) -> ChatChanges:
@@ -134,8 +149,14 @@ class ChatChangesIn(msgspec.Struct):
 
 
 class NewMessageIn(msgspec.Struct):
-    content: str
-    file_ids: list[int] = msgspec.field(default_factory=list)
+    content: Annotated[
+        str,
+        msgspec.Meta(max_length=200_000),
+        stated(max_length=MAX_CONTENT_LENGTH, pattern=NOT_BLANK_PATTERN),
+    ]
+    file_ids: Annotated[
+        list[int], msgspec.Meta(max_length=1000), stated(max_items=MAX_FILES_PER_MESSAGE)
+    ] = msgspec.field(default_factory=list)
 
 
 # --- the event stream ----------------------------------------------------------------
@@ -197,10 +218,12 @@ class ChatsController(Controller):
         self,
         principal: NamedDependency[Principal],
         container: NamedDependency[Container],
-        limit: FromQuery[int] = 20,
+        limit: PageSize = 20,
         cursor: FromQuery[str | None] = None,
         archived: FromQuery[bool] = False,
-        q: FromQuery[str | None] = None,
+        q: Annotated[
+            str | None, QueryParameter(schema_extra={"max_length": MAX_TITLE_LENGTH})
+        ] = None,
     ) -> ChatPageOut:
         """Pinned first, then the most recently updated; `q` matches titles.
         Pass `next_cursor` back as `cursor` for the next page."""
@@ -248,7 +271,7 @@ class ChatsController(Controller):
         chat_id: FromPath[int],
         principal: NamedDependency[Principal],
         container: NamedDependency[Container],
-        limit: FromQuery[int] = 50,
+        limit: PageSize = 50,
         before: FromQuery[int | None] = None,
     ) -> MessagePageOut:
         """The newest `limit` messages before the message `before`, oldest first;
@@ -313,8 +336,13 @@ class SearchController(Controller):
         self,
         principal: NamedDependency[Principal],
         container: NamedDependency[Container],
-        q: FromQuery[str] = "",
-        limit: FromQuery[int] = 20,
+        q: Annotated[
+            str,
+            QueryParameter(
+                schema_extra={"max_length": MAX_SEARCH_LENGTH, "pattern": NOT_BLANK_PATTERN}
+            ),
+        ],
+        limit: PageSize = 20,
     ) -> SearchOut:
         """The caller's messages matching the words in `q`, best match first;
         in `snippet` the matched words are wrapped in `**`."""

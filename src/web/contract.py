@@ -20,7 +20,7 @@ The document is completed once, on the first request for it, and served from the
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -102,13 +102,20 @@ def documents(
 class ContractJsonPlugin(JsonRenderPlugin):
     """Serves the document at ``/schema/openapi.json``, completed on first use."""
 
+    def __init__(self, *, path: str, models: Sequence[str]) -> None:
+        super().__init__(path=path)
+        self._models = tuple(models)
+
     def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
-        complete_document(request.app, openapi_schema)
+        complete_document(request.app, openapi_schema, models=self._models)
         return super().render(request, openapi_schema)
 
 
-def complete_document(app: Litestar, document: dict[str, Any]) -> None:
-    """Complete Litestar's ``document`` of ``app`` in place; a second call does nothing."""
+def complete_document(
+    app: Litestar, document: dict[str, Any], *, models: Sequence[str] = ()
+) -> None:
+    """Complete Litestar's ``document`` of ``app`` in place; a second call does nothing.
+    ``models``: the server's models, the values a request's ``model`` field may take."""
     components = document.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
     if "Problem" in schemas:
@@ -123,6 +130,8 @@ def complete_document(app: Litestar, document: dict[str, Any]) -> None:
         }
     }
     components["headers"] = _HEADERS
+    if models:
+        _name_the_models(schemas, models)
     for route in app.routes:
         if not isinstance(route, HTTPRoute):
             continue
@@ -222,18 +231,24 @@ def _complete_operation(
 def _event_stream(
     events: Mapping[str, type[msgspec.Struct]], schemas: dict[str, Any]
 ) -> dict[str, Any]:
-    """The ``text/event-stream`` media type: each event a named component of its data."""
+    """The ``text/event-stream`` media type. Each event is a component of its own: the
+    frame's ``event`` name and the JSON schema of its ``data``."""
     lines, refs = [], {}
     for event, data in events.items():
         name = "Event" + "".join(word.title() for word in event.split("_"))
         for component, schema in _struct_schemas(data).items():
             schemas.setdefault(component, schema)
         schemas[name] = {
-            "$ref": f"#/components/schemas/{data.__name__}",
-            "description": f"The `data` of the Server-Sent Event `{event}`.",
+            "type": "object",
+            "description": f"The Server-Sent Event `{event}`: `data` is one line of JSON.",
+            "properties": {
+                "event": {"type": "string", "enum": [event]},
+                "data": {"$ref": f"#/components/schemas/{data.__name__}"},
+            },
+            "required": ["event", "data"],
         }
         refs[event] = {"$ref": f"#/components/schemas/{name}"}
-        lines.append(f"- `event: {event}`: `data` is [{name}](#/components/schemas/{name})")
+        lines.append(f"- `event: {event}`, described by [{name}](#/components/schemas/{name})")
     return {
         "schema": {
             "type": "string",
@@ -241,6 +256,18 @@ def _event_stream(
         },
         "x-events": refs,
     }
+
+
+def _name_the_models(schemas: dict[str, Any], models: Sequence[str]) -> None:
+    """A request body's ``model`` field takes one of ``models`` (else the core's 422)."""
+    for name, schema in schemas.items():
+        field = schema.get("properties", {}).get("model") if name.endswith("In") else None
+        if field is not None:
+            choice = {"type": "string", "enum": list(models)}
+            nullable = any(arm.get("type") == "null" for arm in field.get("oneOf", ()))
+            schema["properties"]["model"] = (
+                {"oneOf": [choice, {"type": "null"}]} if nullable else choice
+            )
 
 
 def _struct_schemas(struct: type[msgspec.Struct]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ offline and under a Content-Security-Policy that allows only this origin."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 
@@ -57,13 +58,16 @@ REDOC_PAGE = """<!doctype html>
 """
 
 
-def openapi_config(version: str) -> OpenAPIConfig:
+def openapi_config(version: str, models: Sequence[str]) -> OpenAPIConfig:
+    """The document's settings; `models` are the ones this server offers."""
     return OpenAPIConfig(
         title=TITLE,
         version=version,
         description="Accounts, streaming chats with an LLM, image uploads and administration.",
         path=SCHEMA_PATH,
-        render_plugins=[ContractJsonPlugin(path=DOCUMENT_URL.removeprefix(SCHEMA_PATH))],
+        render_plugins=[
+            ContractJsonPlugin(path=DOCUMENT_URL.removeprefix(SCHEMA_PATH), models=models)
+        ],
     )
 
 

@@ -17,6 +17,7 @@ from typing import Any, cast
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.middleware import DefineMiddleware
+from litestar.routes import HTTPRoute
 
 from web.container import ContainerSlot
 from web.metrics import Metrics, database_sampler, metrics_endpoint
@@ -104,6 +105,7 @@ def install(
     """Add ``/metrics`` and wrap the whole application in the outer middleware."""
     if recorder is not None:
         app.register(metrics_endpoint(recorder, lambda: slot.get().health.check_database()))
+    _allow_every_method(app)
     inner: Any = app.asgi_handler
     app.asgi_handler = cast(
         Any,
@@ -116,3 +118,19 @@ def install(
         ),
     )
     return app
+
+
+def _allow_every_method(app: Litestar) -> None:
+    """Make ``OPTIONS`` name every method of its path in ``Allow``.
+
+    Litestar 2 rebuilds a path's route as each handler of it is registered, but keeps
+    the ``OPTIONS`` handler of the first build, whose ``Allow`` lists only the methods
+    known then (litestar-org/litestar#4169, fixed in Litestar 3). Each such handler is
+    given the body of a fresh one, bound to the finished route.
+    """
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        for handler in route.route_handlers:
+            if handler.http_methods == {"OPTIONS"} and handler.fn.__name__ == "options_handler":
+                handler._fn = route.create_options_handler(route.path).fn

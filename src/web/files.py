@@ -17,7 +17,7 @@ from urllib.parse import quote
 import msgspec
 from litestar import Controller, Request, delete, get, post
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.params import FromPath, QueryParameter
 from litestar.response import Stream
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
@@ -29,7 +29,7 @@ from web.container import Container
 from web.contract import documents
 from web.multipart import form_file
 from web.principal import provide_principal
-from web.schemas import to_wire
+from web.schemas import PageSize, to_wire
 
 
 class FileOut(msgspec.Struct):
@@ -131,7 +131,7 @@ class FilesController(Controller):
         self,
         principal: NamedDependency[Principal],
         container: NamedDependency[Container],
-        limit: FromQuery[int] = DEFAULT_PAGE_SIZE,
+        limit: PageSize = DEFAULT_PAGE_SIZE,
         cursor: Annotated[str | None, QueryParameter(max_length=200)] = None,
     ) -> FilesPageOut:
         """The caller's files, newest first; pass `next_cursor` back as `cursor`."""

@@ -134,7 +134,9 @@ def test_the_stream_and_the_files_are_described(document: dict[str, Any]) -> Non
     for component in events.values():
         assert component in schemas
         assert f"(#/components/schemas/{component})" in stream["schema"]["description"]
-    assert schemas["EventError"]["$ref"] == "#/components/schemas/Problem"
+    error = schemas["EventError"]["properties"]
+    assert error["event"]["enum"] == ["error"]
+    assert error["data"] == {"$ref": "#/components/schemas/Problem"}
 
     upload = document["paths"]["/upload"]["post"]["requestBody"]["content"]
     assert upload["multipart/form-data"]["schema"]["required"] == ["file"]
@@ -157,3 +159,20 @@ async def test_a_problem_on_the_wire_matches_the_problem_schema(
             schema_validator(document, problem_schema).validate(body)
             assert body["type"] == "about:blank"
             assert body["instance"] == response.request.url.path
+
+
+async def test_options_names_every_documented_method_of_a_path(
+    document: dict[str, Any], tmp_path: Path
+) -> None:
+    """Litestar 2 named only the first handler's methods (litestar#4169); web.edge
+    repairs it."""
+    settings = load_settings({"ENVIRONMENT": "test", "DATA_DIR": str(tmp_path)}, env_file=None)
+    async with AsyncTestClient(create_app(memory_container(settings))) as client:
+        for path, item in document["paths"].items():
+            concrete = path.replace("{chat_id}", "1").replace("{user_id}", "1")
+            concrete = concrete.replace("{session_id}", "1").replace("{file_id}", "1")
+            concrete = concrete.replace("{filename}", "a.png")
+            response = await client.options(concrete)
+            assert response.status_code == 204, path
+            allowed = {m.strip() for m in response.headers["allow"].split(",")}
+            assert allowed == {m.upper() for m in item} | {"OPTIONS"}, path

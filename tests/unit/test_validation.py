@@ -2,13 +2,21 @@ from __future__ import annotations
 
 import re
 import string
+import sys
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from gemini_core.errors import InvalidInputError
-from gemini_core.validation import check_username, clean_full_name, normalize_email
+from gemini_core.validation import (
+    NAME_PATTERN,
+    NOT_BLANK_PATTERN,
+    USERNAME_PATTERN,
+    check_username,
+    clean_full_name,
+    normalize_email,
+)
 
 USERNAME_CHARS = string.ascii_letters + string.digits + "_.-"
 
@@ -135,3 +143,32 @@ def test_full_names_are_trimmed_bounded_and_printable(name: str) -> None:
 def test_a_blank_full_name_is_none() -> None:
     assert clean_full_name("   ") is None
     assert clean_full_name(None) is None
+
+
+def test_the_stated_patterns_agree_with_the_core_for_every_character() -> None:
+    """The OpenAPI document states these rules as patterns; the core enforces them.
+    Checked on every code point, the two agree."""
+    not_blank = re.compile(NOT_BLANK_PATTERN)
+    name = re.compile(NAME_PATTERN)
+    for point in range(sys.maxunicode + 1):
+        ch = chr(point)
+        assert (not_blank.search(ch) is None) == (not ch.strip()), hex(point)
+        try:
+            clean_full_name(f"a{ch}b")
+            accepted = True
+        except InvalidInputError:
+            accepted = False
+        if 0xD800 <= point <= 0xDFFF:
+            continue  # lone surrogates never arrive in decoded JSON text
+        assert (name.fullmatch(f"a{ch}b") is not None) == accepted, hex(point)
+
+
+def test_the_stated_username_pattern_is_the_core_rule() -> None:
+    pattern = re.compile(USERNAME_PATTERN)
+    for candidate in ("ab", "abc", "a" * 32, "a" * 33, "a.b-c_d", "a b", "ä" * 5, "abc\n"):
+        try:
+            check_username(candidate)
+            accepted = True
+        except InvalidInputError:
+            accepted = False
+        assert (pattern.fullmatch(candidate) is not None) == accepted, candidate
