@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from gemini_core.answers import (
     SHUTTING_DOWN,
@@ -196,7 +197,7 @@ class ChatService:
         check_page_size(limit)
         if query is not None and len(query) > MAX_TITLE_LENGTH:
             raise InvalidInputError(f"At most {MAX_TITLE_LENGTH} characters.", field="q")
-        query = (query or "").strip() or None
+        query = (_storable(query, "q") or "").strip() or None
         after = decode_chat_cursor(cursor) if cursor else None
         items, next_cursor = await fetch_page(
             lambda n: self._chats.list(
@@ -295,7 +296,7 @@ class ChatService:
         check_page_size(limit)
         if len(query) > MAX_SEARCH_LENGTH:
             raise InvalidInputError(f"At most {MAX_SEARCH_LENGTH} characters.", field="q")
-        query = query.strip()
+        query = _storable(query, "q").strip()
         if not query:
             raise InvalidInputError("Type something to search for.", field="q")
         return await self._messages.search(user_id, query, limit=limit)
@@ -340,7 +341,7 @@ def _clean_title(title: str | None) -> str | None:
         return None
     if len(title) > MAX_TITLE_LENGTH:  # as sent: the limit a client can check
         raise InvalidInputError(f"Titles are at most {MAX_TITLE_LENGTH} characters.", field="title")
-    return " ".join(title.split()) or None
+    return " ".join(_storable(title, "title").split()) or None
 
 
 def _check_system_prompt(prompt: str | None) -> str | None:
@@ -350,10 +351,21 @@ def _check_system_prompt(prompt: str | None) -> str | None:
             f"System prompts are at most {MAX_SYSTEM_PROMPT_LENGTH} characters.",
             field="system_prompt",
         )
-    return prompt if prompt and prompt.strip() else None
+    return _storable(prompt, "system_prompt") if prompt and prompt.strip() else None
+
+
+_Text = TypeVar("_Text", str, str | None)
+
+
+def _storable(text: _Text, field: str) -> _Text:
+    """``text`` unless it holds a NUL, which no text column can store."""
+    if text is not None and "\x00" in text:
+        raise InvalidInputError("Text cannot contain NUL (U+0000) characters.", field=field)
+    return text
 
 
 def _check_content(content: str) -> str:
+    _storable(content, "content")
     if not content.strip():
         raise InvalidInputError("A message needs some text.", field="content")
     if len(content) > MAX_CONTENT_LENGTH:

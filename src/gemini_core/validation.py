@@ -35,6 +35,8 @@ NOT_BLANK_PATTERN = (
     r"[^\t\n\u000b\u000c\r\u001c-\u001f \u0085\u00a0\u1680\u2000-\u200a"
     r"\u2028\u2029\u202f\u205f\u3000]"
 )
+# Text a column can store holds no NUL:
+NO_NUL_PATTERN = r"^[^\u0000]*$"
 # A name holds no control character that is not whitespace (whitespace is collapsed):
 NAME_PATTERN = r"^[^\u0000-\u0008\u000e-\u001b\u007f]*$"
 _USERNAME = re.compile(USERNAME_PATTERN)

@@ -40,7 +40,7 @@ from gemini_core.chats import (
 )
 from gemini_core.entities import ChatChanges
 from gemini_core.errors import GeminiError, UpstreamError, UpstreamQuotaError, UpstreamTimeoutError
-from gemini_core.validation import NOT_BLANK_PATTERN
+from gemini_core.validation import NO_NUL_PATTERN, NOT_BLANK_PATTERN
 from web.container import Container
 from web.contract import documents
 from web.events import EVENT_STREAM, EventStream, sse_event, wants_events
@@ -112,10 +112,16 @@ class SearchOut(msgspec.Struct):
 
 # The limits are the core's (it answers 422 naming the field); the body size
 # limit keeps any one field from being absurd.
-Title = Annotated[str, msgspec.Meta(max_length=1000), stated(max_length=MAX_TITLE_LENGTH)]
-SystemPrompt = Annotated[
-    str, msgspec.Meta(max_length=40_000), stated(max_length=MAX_SYSTEM_PROMPT_LENGTH)
+Title = Annotated[
+    str, msgspec.Meta(max_length=1000), stated(max_length=MAX_TITLE_LENGTH, pattern=NO_NUL_PATTERN)
 ]
+SystemPrompt = Annotated[
+    str,
+    msgspec.Meta(max_length=40_000),
+    stated(max_length=MAX_SYSTEM_PROMPT_LENGTH, pattern=NO_NUL_PATTERN),
+]
+# Some text, and no NUL: two patterns, so both hold.
+NOT_BLANK_NOR_NUL = [{"pattern": NOT_BLANK_PATTERN}, {"pattern": NO_NUL_PATTERN}]
 
 
 class NewChatIn(msgspec.Struct):
@@ -152,7 +158,7 @@ class NewMessageIn(msgspec.Struct):
     content: Annotated[
         str,
         msgspec.Meta(max_length=200_000),
-        stated(max_length=MAX_CONTENT_LENGTH, pattern=NOT_BLANK_PATTERN),
+        stated(max_length=MAX_CONTENT_LENGTH, all_of=NOT_BLANK_NOR_NUL),
     ]
     file_ids: Annotated[
         list[int], msgspec.Meta(max_length=1000), stated(max_items=MAX_FILES_PER_MESSAGE)
@@ -222,7 +228,10 @@ class ChatsController(Controller):
         cursor: FromQuery[str | None] = None,
         archived: FromQuery[bool] = False,
         q: Annotated[
-            str | None, QueryParameter(schema_extra={"max_length": MAX_TITLE_LENGTH})
+            str | None,
+            QueryParameter(
+                schema_extra={"max_length": MAX_TITLE_LENGTH, "pattern": NO_NUL_PATTERN}
+            ),
         ] = None,
     ) -> ChatPageOut:
         """Pinned first, then the most recently updated; `q` matches titles.
@@ -339,7 +348,7 @@ class SearchController(Controller):
         q: Annotated[
             str,
             QueryParameter(
-                schema_extra={"max_length": MAX_SEARCH_LENGTH, "pattern": NOT_BLANK_PATTERN}
+                schema_extra={"max_length": MAX_SEARCH_LENGTH, "all_of": NOT_BLANK_NOR_NUL}
             ),
         ],
         limit: PageSize = 20,

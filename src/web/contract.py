@@ -132,6 +132,9 @@ def complete_document(
     components["headers"] = _HEADERS
     if models:
         _name_the_models(schemas, models)
+    for name, schema in schemas.items():
+        if name.endswith("In"):
+            _bound_integers(schema)
     for route in app.routes:
         if not isinstance(route, HTTPRoute):
             continue
@@ -192,10 +195,15 @@ def _complete_operation(
             response["content"]["text/event-stream"] = _event_stream(declared.events, schemas)
     reasons: dict[int, list[str]] = {}
     parameters = operation.get("parameters", [])
+    for parameter in parameters:
+        _bound_integers(parameter["schema"])
     if signed_in:
         reasons.setdefault(401, []).append(
             "Missing, invalid, expired or revoked access token; see `WWW-Authenticate`."
         )
+    if declared.body is not None:
+        kinds = " or ".join(f"`{media}`" for media in declared.body)
+        reasons.setdefault(400, []).append(f"The body is not well-formed {kinds}.")
     if body is not None and declared.body is None:
         reasons.setdefault(400, []).append("The body is not valid JSON.")
         reasons.setdefault(413, []).append("The body is too large.")
@@ -256,6 +264,21 @@ def _event_stream(
         },
         "x-events": refs,
     }
+
+
+def _bound_integers(schema: Any) -> None:
+    """Every integer a request carries is stored as a 64-bit one: say so, where nothing
+    bounds it already (a larger one is a 422)."""
+    if isinstance(schema, list):
+        for item in schema:
+            _bound_integers(item)
+    elif isinstance(schema, dict):
+        if schema.get("type") == "integer":
+            schema.setdefault("format", "int64")
+            schema.setdefault("minimum", -(2**63))
+            schema.setdefault("maximum", 2**63 - 1)
+        for value in schema.values():
+            _bound_integers(value)
 
 
 def _name_the_models(schemas: dict[str, Any], models: Sequence[str]) -> None:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from litestar import Request
-from litestar.exceptions import ClientException, SerializationException
+from litestar.exceptions import ClientException, SerializationException, ValidationException
 from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
 
 NOT_JSON = "Send the request body as JSON, with Content-Type: application/json."
@@ -32,6 +33,24 @@ class JsonBodyRequest(Request[Any, Any, Any]):
         if not is_json(media_type) and await self.body():
             raise ClientException(detail=NOT_JSON, status_code=HTTP_415_UNSUPPORTED_MEDIA_TYPE)
         try:
-            return await super().json()
+            value = await super().json()
         except RecursionError as exc:
             raise SerializationException("it is nested too deeply") from exc
+        data = self.route_handler.parsed_fn_signature.parameters.get("data")
+        if data is not None:
+            try:
+                msgspec.convert(_integral_floats_as_ints(value), data.annotation, strict=True)
+            except msgspec.ValidationError as exc:
+                raise ValidationException(extra=[{"key": "data", "message": str(exc)}]) from exc
+        return value
+
+
+def _integral_floats_as_ints(value: Any) -> Any:
+    """``value`` with each float that has no fractional part as an int."""
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else value
+    if isinstance(value, list):
+        return [_integral_floats_as_ints(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _integral_floats_as_ints(item) for key, item in value.items()}
+    return value

@@ -14,7 +14,7 @@ from litestar.testing import AsyncTestClient
 from gemini_core.errors import ConflictError, UnavailableError
 from web.app import create_app
 from web.composition import memory_container
-from web.json_body import is_json
+from web.json_body import JsonBodyRequest, is_json
 from web.problems import EXCEPTION_HANDLERS
 from web.settings import Settings, load_settings
 
@@ -206,3 +206,30 @@ async def test_a_json_route_refuses_a_body_that_is_not_json(
         "/auth/send-otp", content=nested, headers={"Content-Type": "application/json"}
     )
     assert_problem(response, 400)
+
+
+class Typed(msgspec.Struct):
+    flag: bool
+    ids: list[int]
+
+
+@post("/typed", sync_to_thread=False)
+def typed(data: JSONBody[Typed]) -> dict[str, object]:
+    return {"flag": data.flag, "ids": data.ids}
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"flag": 0, "ids": []}, "flag"),  # Litestar alone would read 0 as false
+        ({"flag": True, "ids": ["1"]}, "ids[0]"),  # ... and "1" as 1
+        ({"flag": True, "ids": [1.5]}, "ids[0]"),
+    ],
+)
+async def test_a_json_body_is_read_with_its_own_types(body: dict[str, object], field: str) -> None:
+    app = Litestar([typed], exception_handlers=EXCEPTION_HANDLERS, request_class=JsonBodyRequest)
+    async with AsyncTestClient(app) as client:
+        problem = assert_problem(await client.post("/typed", json=body), 422)
+        assert problem["errors"] == [{"field": field, "message": problem["errors"][0]["message"]}]  # type: ignore[index]
+        accepted = await client.post("/typed", json={"flag": False, "ids": [2.0, 3]})
+        assert accepted.json() == {"flag": False, "ids": [2, 3]}  # 2.0 is an integer in JSON
