@@ -14,7 +14,7 @@ LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --quiet \
               --custom-compile-command 'make lock'
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-unit test-integration lint format migrate check bench clean lock
+.PHONY: help run test test-unit test-integration contract lint format migrate check bench clean lock
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -42,7 +42,7 @@ $(VENV)/.installed-dev: pyproject.toml $(DEV_LOCK) | $(BIN)/python
 run: $(VENV)/.installed ## install if needed, migrate, serve (embedded PostgreSQL when none is configured)
 	$(BIN)/gemini-backend serve
 
-test: $(VENV)/.installed-dev ## the whole suite: unit and integration tests
+test: $(VENV)/.installed-dev ## the whole suite: unit, integration and contract tests
 	$(BIN)/python -m pytest
 
 test-unit: $(VENV)/.installed-dev ## unit tests only
@@ -50,6 +50,12 @@ test-unit: $(VENV)/.installed-dev ## unit tests only
 
 test-integration: $(VENV)/.installed-dev ## integration tests only
 	$(BIN)/python -m pytest tests/integration
+
+# The OpenAPI document against a live server: schemathesis (every check, a fixed
+# seed) and a client generated from it. `make test` runs it with 100 cases per
+# operation; this target with 300 (CONTRACT_MAX_EXAMPLES), as CI does.
+contract: $(VENV)/.installed-dev ## the API contract in full: schemathesis over a live server, a generated client
+	CONTRACT_MAX_EXAMPLES=$${CONTRACT_MAX_EXAMPLES:-300} $(BIN)/python -m pytest tests/contract
 
 lint: $(VENV)/.installed-dev ## ruff, mypy --strict, import-linter
 	$(BIN)/ruff check src tests
