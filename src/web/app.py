@@ -25,6 +25,7 @@ from web.health import HealthController
 from web.json_body import JsonBodyRequest
 from web.logs import configure_logging
 from web.metrics import Metrics
+from web.principal import signed_in_first
 from web.problems import EXCEPTION_HANDLERS
 from web.settings import Settings, load_settings
 
@@ -76,6 +77,7 @@ def create_app(container: Container | None = None, *, settings: Settings | None 
         request_max_body_size=edge.MAX_JSON_BODY,
         request_class=JsonBodyRequest,
         dependencies={"container": Provide(slot.get, sync_to_thread=False)},
+        guards=[signed_in_first(slot.get)],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi_config(composition.app_version(), settings.llm_models)
         if docs

@@ -3,10 +3,14 @@ on every call, the admin among principals, and the client's user agent and addre
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from litestar import Request
+from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
+from litestar.handlers import BaseRouteHandler
+from litestar.types import Guard
 
 from gemini_core.accounts import Client, Principal
 from gemini_core.errors import AuthenticationError, PermissionDeniedError
@@ -14,11 +18,37 @@ from web.container import Container
 from web.logs import bind_user
 
 MAX_USER_AGENT = 512
+_PRINCIPAL = "principal"  # where the guard leaves the caller, in the request's state
 
 
 async def provide_principal(
     request: Request[Any, Any, Any], container: NamedDependency[Container]
 ) -> Principal:
+    """The caller, as ``signed_in_first`` found them (or found now, without it)."""
+    known: Principal | None = request.state.get(_PRINCIPAL)
+    return known if known is not None else await _authenticate(request, container)
+
+
+def signed_in_first(container: Callable[[], Container]) -> Guard:
+    """A guard for every route: one whose handler takes the ``principal`` (or the
+    ``admin``) is refused (401, or 403 for a non-admin) before its body or
+    parameters are read, so a stranger learns nothing from how they are judged."""
+
+    async def guard(
+        connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+    ) -> None:
+        takes = handler.parsed_fn_signature.parameters
+        if not ({"principal", "admin"} & takes.keys()) or not isinstance(connection, Request):
+            return
+        principal = await _authenticate(connection, container())
+        connection.state[_PRINCIPAL] = principal
+        if "admin" in takes:
+            await provide_admin(principal)
+
+    return guard
+
+
+async def _authenticate(request: Request[Any, Any, Any], container: Container) -> Principal:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthenticationError("Sign in first: send 'Authorization: Bearer <access token>'.")
