@@ -94,12 +94,53 @@ class AnswerDone:
     message: Message
 
 
+class Claim:
+    """A chat's answer slot, held while one answer of the chat is written."""
+
+    def __init__(self, chat_id: int, held: set[int]) -> None:
+        self._chat_id = chat_id
+        self._held: set[int] | None = held
+
+    def release(self) -> None:
+        if self._held is not None:
+            self._held.discard(self._chat_id)
+            self._held = None
+
+
+class AnswerEvents:
+    """The events of one answer: an async iterator over the answer's generator that
+    releases the chat's claim when the answer ends or is closed, even unread
+    (closing a generator that never started runs none of its code)."""
+
+    def __init__(
+        self, events: AsyncGenerator[AnswerDelta | AnswerDone, None], claim: Claim
+    ) -> None:
+        self._events = events
+        self._claim = claim
+
+    def __aiter__(self) -> AnswerEvents:
+        return self
+
+    async def __anext__(self) -> AnswerDelta | AnswerDone:
+        try:
+            return await anext(self._events)
+        except BaseException:
+            self._claim.release()
+            raise
+
+    async def aclose(self) -> None:
+        try:
+            await self._events.aclose()
+        finally:
+            self._claim.release()
+
+
 @dataclass(frozen=True, slots=True)
 class Exchange:
     """A stored user message and, in ``events``, the answer to it (read it once)."""
 
     user_message: Message
-    events: AsyncGenerator[AnswerDelta | AnswerDone, None]
+    events: AnswerEvents
 
     async def complete(self) -> Message:
         """Wait for the whole answer and return it as stored; raises as ``events`` does."""
@@ -141,6 +182,7 @@ class Answerer:
         self._tasks = tasks
         self._telemetry = telemetry
         self._titling: set[int] = set()
+        self._answering: set[int] = set()  # the chats with an answer being written
         self._abandoned = False
         self._model_waits: set[asyncio.Timeout] = set()
 
@@ -156,7 +198,22 @@ class Answerer:
         for wait in self._model_waits:
             wait.reschedule(now)
 
-    async def answer(
+    def claim(self, chat_id: int) -> Claim | None:
+        """The chat's one answer slot in this process, or ``None`` while an answer
+        of the chat holds it. Taken and checked in one step (no await between), so
+        of concurrent sends one gets it; hand it to ``answer``, or ``release`` it."""
+        if chat_id in self._answering:
+            return None
+        claim = Claim(chat_id, self._answering)
+        self._answering.add(chat_id)
+        return claim
+
+    def answer(self, claim: Claim, chat: Chat, question: Message, model: str) -> AnswerEvents:
+        """The answer's events (see ``Exchange``); the claim is released when they
+        end or are closed, even unread."""
+        return AnswerEvents(self._answer(chat, question, model), claim)
+
+    async def _answer(
         self, chat: Chat, question: Message, model: str
     ) -> AsyncGenerator[AnswerDelta | AnswerDone, None]:
         pieces: list[str] = []
@@ -172,6 +229,7 @@ class Answerer:
                     NewMessage(
                         chat_id=chat.id,
                         user_id=chat.user_id,
+                        parent_id=question.id,
                         role=MessageRole.ASSISTANT,
                         content="".join(pieces),
                         status=status,
@@ -253,12 +311,13 @@ class Answerer:
     # --- what the model sees ------------------------------------------------------
 
     async def _turns(self, chat: Chat, question: Message) -> tuple[ChatTurn, ...]:
-        """The newest messages (up to the configured number, the question
-        included), oldest first, without failed answers, starting with the user."""
+        """The question's branch: its newest messages (up to the configured number,
+        the question included), oldest first, without failed answers, starting with
+        the user. Other branches are not the model's business."""
         earlier_limit = self._settings.max_history_messages - 1
         earlier = (
-            await self._messages.list(
-                chat.user_id, chat.id, limit=earlier_limit, before=question.id
+            await self._messages.branch(
+                chat.user_id, chat.id, ending_at=question.id, limit=earlier_limit, inclusive=False
             )
             if earlier_limit > 0
             else []

@@ -22,6 +22,7 @@ from gemini_core.answers import (
     AnswerDone,
     Answerer,
     AnswerSettings,
+    Claim,
     Exchange,
     ImageSource,
 )
@@ -35,7 +36,7 @@ from gemini_core.entities import (
     NewChat,
     NewMessage,
 )
-from gemini_core.errors import InvalidInputError, NotFoundError, UnavailableError
+from gemini_core.errors import ConflictError, InvalidInputError, NotFoundError, UnavailableError
 from gemini_core.llm import LlmClient
 from gemini_core.pagination import (
     check_page_size,
@@ -49,6 +50,7 @@ from gemini_core.tasks import TaskKeeper
 from gemini_core.telemetry import Telemetry
 
 __all__ = [
+    "CURRENT_LEAF",
     "MAX_CONTENT_LENGTH",
     "MAX_FILES_PER_MESSAGE",
     "MAX_SEARCH_LENGTH",
@@ -73,6 +75,15 @@ MAX_FILES_PER_MESSAGE = 10
 MAX_SEARCH_LENGTH = 500
 NEWEST_MESSAGES_SHOWN = 100
 NO_SUCH_CHAT = "No such chat."
+NO_SUCH_MESSAGE = "No such message in this chat."
+NO_SUCH_CHAT_OR_MESSAGE = "No such chat or message."  # the repositories' words
+
+
+class CurrentLeaf:
+    """The chat's current leaf, as a send's parent: the default."""
+
+
+CURRENT_LEAF = CurrentLeaf()
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,12 +222,20 @@ class ChatService:
         return ChatPage(items=items, next_cursor=next_cursor)
 
     async def get_chat(self, user_id: int, chat_id: int) -> tuple[Chat, list[Message]]:
-        """The chat and its newest messages, oldest first."""
+        """The chat and the newest messages of its active branch, oldest first."""
         chat = await self._require_chat(user_id, chat_id)
-        messages = await self._messages.list(
-            user_id, chat_id, limit=NEWEST_MESSAGES_SHOWN, before=None
-        )
-        return chat, messages
+        return chat, await self._active_branch(chat, limit=NEWEST_MESSAGES_SHOWN)
+
+    async def select_branch(
+        self, user_id: int, chat_id: int, message_id: int
+    ) -> tuple[Chat, list[Message]]:
+        """Make the branch through ``message_id`` the active one (down to its newest
+        leaf) and return the chat as ``get_chat`` does. ``NotFoundError`` for a chat
+        that is not the caller's or a message not in it."""
+        chat = await self._chats.select_branch(user_id, chat_id, message_id)
+        if chat is None:
+            raise NotFoundError(NO_SUCH_MESSAGE)
+        return chat, await self._active_branch(chat, limit=NEWEST_MESSAGES_SHOWN)
 
     async def update_chat(self, user_id: int, chat_id: int, changes: ChatChanges) -> Chat:
         """Apply ``changes``; a blank title or system prompt clears it."""
@@ -249,11 +268,17 @@ class ChatService:
     async def list_messages(
         self, user_id: int, chat_id: int, *, limit: int = 50, before: int | None = None
     ) -> MessagePage:
-        """The newest ``limit`` messages older than ``before``, oldest first."""
+        """The active branch's newest ``limit`` messages above ``before`` (from its leaf
+        when ``None``), oldest first."""
         check_page_size(limit)
-        await self._require_chat(user_id, chat_id)
+        chat = await self._require_chat(user_id, chat_id)
+        ending_at = before if before is not None else chat.current_message_id
+        if ending_at is None:
+            return MessagePage(items=[], next_cursor=None)
         items, next_cursor = await fetch_page(
-            lambda n: self._messages.list(user_id, chat_id, limit=n, before=before),
+            lambda n: self._messages.branch(
+                user_id, chat_id, ending_at=ending_at, limit=n, inclusive=before is None
+            ),
             limit,
             lambda oldest: str(oldest.id),
             backwards=True,
@@ -261,33 +286,90 @@ class ChatService:
         return MessagePage(items=items, next_cursor=next_cursor)
 
     async def send_message(
-        self, user_id: int, chat_id: int, content: str, file_ids: Sequence[int] = ()
+        self,
+        user_id: int,
+        chat_id: int,
+        content: str,
+        file_ids: Sequence[int] = (),
+        *,
+        parent_id: int | CurrentLeaf | None = CURRENT_LEAF,
+        model: str | None = None,
     ) -> Exchange:
         """Store the user's message and return it with its answer on the way.
 
-        ``NotFoundError`` for a chat, or any file, that is not the caller's;
-        then nothing is stored. The model is not called until the exchange's
-        events are read. ``UnavailableError`` once answers are abandoned.
+        The message follows the chat's current leaf, or ``parent_id`` when given
+        (``None``: a new first message); following an earlier message is how a
+        question is edited, and starts a branch. ``model`` answers this once with
+        another of the allowed models. The new message, then its answer, become
+        the chat's current leaf.
+
+        ``NotFoundError`` for a chat, parent or file that is not the caller's;
+        ``ConflictError`` while an answer of the chat is being written;
+        ``InvalidInputError`` for an unknown model: then nothing is stored. The
+        model is not called until the exchange's events are read.
+        ``UnavailableError`` once answers are abandoned.
         """
         if self._answerer.abandoned:  # stored now, it could only get a failed answer
             raise UnavailableError(SHUTTING_DOWN)
         content = _check_content(content)
         wanted = _check_file_ids(file_ids)
+        chosen = None if model is None else self._check_model(model)
         chat = await self._require_chat(user_id, chat_id)
-        if wanted and len(await self._files.owned(user_id, wanted)) != len(wanted):
-            raise NotFoundError("No such file.")
-        question = await self._messages.add(
-            NewMessage(
-                chat_id=chat.id,
-                user_id=user_id,
-                role=MessageRole.USER,
-                content=content,
-                file_ids=wanted,
+        claim = self._claim(chat)
+        parent: int | None = None
+        try:
+            if wanted and len(await self._files.owned(user_id, wanted)) != len(wanted):
+                raise NotFoundError("No such file.")
+            # Read after the claim: no answer of this chat can move the leaf now.
+            if isinstance(parent_id, CurrentLeaf):
+                parent = (await self._require_chat(user_id, chat_id)).current_message_id
+            else:
+                parent = parent_id
+            question = await self._messages.add(
+                NewMessage(
+                    chat_id=chat.id,
+                    user_id=user_id,
+                    role=MessageRole.USER,
+                    content=content,
+                    file_ids=wanted,
+                    parent_id=parent,
+                )
             )
-        )
-        # A chat whose model is no longer offered answers with the default one.
-        model = chat.model if chat.model in self._rules.models else self._rules.default_model
-        return Exchange(user_message=question, events=self._answerer.answer(chat, question, model))
+        except BaseException as exc:
+            claim.release()
+            if isinstance(exc, NotFoundError) and exc.detail == NO_SUCH_CHAT_OR_MESSAGE:
+                missing = NO_SUCH_MESSAGE if parent is not None else NO_SUCH_CHAT
+                raise NotFoundError(missing) from None
+            raise
+        model_used = chosen or self._chat_model(chat)
+        return Exchange(question, self._answerer.answer(claim, chat, question, model_used))
+
+    async def regenerate(
+        self, user_id: int, chat_id: int, message_id: int, *, model: str | None = None
+    ) -> Exchange:
+        """A new answer to the question ``message_id`` names (the question, or an
+        answer to it): a sibling of the earlier answers, and the chat's new current
+        leaf. The exchange's ``user_message`` is the question, already stored.
+
+        ``NotFoundError``, ``ConflictError`` and ``InvalidInputError`` as for
+        ``send_message``; then nothing is stored.
+        """
+        if self._answerer.abandoned:
+            raise UnavailableError(SHUTTING_DOWN)
+        chosen = None if model is None else self._check_model(model)
+        chat = await self._require_chat(user_id, chat_id)
+        message = await self._messages.get(user_id, chat_id, message_id)
+        if message is not None and message.role is MessageRole.ASSISTANT:
+            message = (
+                None
+                if message.parent_id is None
+                else await self._messages.get(user_id, chat_id, message.parent_id)
+            )
+        if message is None or message.role is not MessageRole.USER:
+            raise NotFoundError(NO_SUCH_MESSAGE)
+        claim = self._claim(chat)
+        model_used = chosen or self._chat_model(chat)
+        return Exchange(message, self._answerer.answer(claim, chat, message, model_used))
 
     async def search_messages(
         self, user_id: int, query: str, *, limit: int = 20
@@ -320,6 +402,26 @@ class ChatService:
         await self._llm.aclose()
 
     # --- helpers --------------------------------------------------------------------
+
+    async def _active_branch(self, chat: Chat, *, limit: int) -> list[Message]:
+        if chat.current_message_id is None:
+            return []
+        return await self._messages.branch(
+            chat.user_id, chat.id, ending_at=chat.current_message_id, limit=limit
+        )
+
+    def _chat_model(self, chat: Chat) -> str:
+        """The chat's model, or the default one for a model no longer offered."""
+        return chat.model if chat.model in self._rules.models else self._rules.default_model
+
+    def _claim(self, chat: Chat) -> Claim:
+        """The chat's answer slot; ``ConflictError`` while an answer holds it."""
+        claim = self._answerer.claim(chat.id)
+        if claim is None:
+            raise ConflictError(
+                "An answer is being written in this chat; wait for it, or stop it, then send again."
+            )
+        return claim
 
     async def _require_chat(self, user_id: int, chat_id: int) -> Chat:
         chat = await self._chats.get(user_id, chat_id)

@@ -107,6 +107,9 @@ class Chat:
     created_at: datetime
     updated_at: datetime
     message_count: int
+    """Every message of every branch."""
+    current_message_id: int | None = None
+    """The leaf of the active branch (``None`` while the chat is empty)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +158,10 @@ class Message:
     prompt_tokens: int | None
     completion_tokens: int | None
     created_at: datetime
+    parent_id: int | None = None
+    """The message this one follows; ``None`` for a first message."""
+    siblings: tuple[int, ...] = ()
+    """The ids of the messages with the same parent, this one included, oldest first."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +170,7 @@ class NewMessage:
     user_id: int
     role: MessageRole
     content: str
+    parent_id: int | None = None
     file_ids: tuple[int, ...] = ()
     status: MessageStatus = MessageStatus.COMPLETE
     model: str | None = None

@@ -113,6 +113,12 @@ class ChatRepository(Protocol):
         """Apply ``changes`` and bump ``updated_at``; ``None`` if not the user's chat."""
         ...
 
+    async def select_branch(self, user_id: int, chat_id: int, message_id: int) -> Chat | None:
+        """Make the branch through ``message_id`` the active one: the current leaf
+        becomes the newest leaf below it (at each step, the newest child). ``None``
+        (and nothing changed) if the chat is not the user's or the message not in it."""
+        ...
+
     async def delete(self, user_id: int, chat_id: int) -> bool:
         """Delete the chat and its messages; ``False`` if not the user's chat."""
         ...
@@ -120,17 +126,25 @@ class ChatRepository(Protocol):
 
 class MessageRepository(Protocol):
     async def add(self, message: NewMessage) -> Message:
-        """Store a message and count it on its chat, bumping the chat's ``updated_at``.
+        """Store a message under its parent, count it on its chat, bump the chat's
+        ``updated_at`` and make the message the chat's current leaf, in one step.
 
-        ``NotFoundError`` when the chat does not exist or is not the user's.
+        ``NotFoundError`` when the chat does not exist or is not the user's, or the
+        parent is not a message of that chat; then nothing is stored.
         """
         ...
 
-    async def list(
-        self, user_id: int, chat_id: int, *, limit: int, before: int | None
+    async def get(self, user_id: int, chat_id: int, message_id: int) -> Message | None:
+        """The message of the user's chat with this id."""
+        ...
+
+    async def branch(
+        self, user_id: int, chat_id: int, *, ending_at: int, limit: int, inclusive: bool = True
     ) -> list[Message]:
-        """The newest ``limit`` messages of the user's chat with ids below ``before``,
-        oldest first; empty for another user's chat."""
+        """The branch from the chat's first message down to ``ending_at`` (it
+        included, unless not ``inclusive``): its last ``limit`` messages, oldest
+        first. Empty for another user's chat or a message not in the chat. Costs
+        ``limit`` steps up the tree however big the chat is."""
         ...
 
     async def search(self, user_id: int, query: str, *, limit: int) -> builtins.list[SearchHit]:

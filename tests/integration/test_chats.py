@@ -25,7 +25,7 @@ from litestar.testing import AsyncTestClient
 
 from adapters.bootstrap import Repositories
 from adapters.passwords import Argon2PasswordHasher
-from adapters.postgres.chats import PostgresMessageRepository
+from adapters.postgres.chats import PostgresChatRepository, PostgresMessageRepository
 from adapters.postgres.pool import Database
 from adapters.postgres.users import PostgresUserRepository
 from gemini_core.entities import NewUser
@@ -567,7 +567,8 @@ async def test_a_client_leaving_mid_stream_cancels_the_model_call(
     messages = PostgresMessageRepository(db)
     deadline = time.monotonic() + 5
     while True:
-        stored = await messages.list(user_id, chat["id"], limit=10, before=None)
+        leaf = (await PostgresChatRepository(db).get(user_id, chat["id"])).current_message_id  # type: ignore[union-attr]
+        stored = await messages.branch(user_id, chat["id"], ending_at=leaf or 0, limit=10)
         if len(stored) == 2:
             break
         assert time.monotonic() < deadline, "the partial answer was never stored"

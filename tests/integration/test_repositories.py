@@ -14,7 +14,7 @@ import random
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -39,6 +39,7 @@ from gemini_core.entities import (
     ChatChanges,
     ChatCursor,
     FileUpload,
+    Message,
     MessageRole,
     MessageStatus,
     NewChat,
@@ -146,10 +147,26 @@ async def add_chat(repos: Repos, user: User, title: str | None = None) -> Chat:
 
 
 async def say(repos: Repos, chat: Chat, content: str = "hello") -> int:
+    """Add a message after the chat's current leaf, as a send does."""
+    now = await repos.chats.get(chat.user_id, chat.id)
     message = NewMessage(
-        chat_id=chat.id, user_id=chat.user_id, role=MessageRole.USER, content=content
+        chat_id=chat.id,
+        user_id=chat.user_id,
+        role=MessageRole.USER,
+        content=content,
+        parent_id=None if now is None else now.current_message_id,
     )
     return (await repos.messages.add(message)).id
+
+
+async def thread(repos: Repos, user_id: int, chat_id: int, limit: int = 100) -> list[Message]:
+    """The chat's active branch (all of a chat that never branched), oldest first."""
+    chat = await repos.chats.get(user_id, chat_id)
+    if chat is None or chat.current_message_id is None:
+        return []
+    return await repos.messages.branch(
+        user_id, chat_id, ending_at=chat.current_message_id, limit=limit
+    )
 
 
 async def add_file(repos: Repos, user: User, name: str, size: int = 10) -> FileUpload:
@@ -513,8 +530,8 @@ async def test_deleting_a_chat_deletes_its_messages(repos: Repos) -> None:
     kept = await say(repos, other)
     assert await repos.chats.delete(ann.id, chat.id) is True
     assert await repos.chats.get(ann.id, chat.id) is None
-    assert await repos.messages.list(chat.user_id, chat.id, limit=10, before=None) == []
-    assert ids(await repos.messages.list(other.user_id, other.id, limit=10, before=None)) == [kept]
+    assert await thread(repos, chat.user_id, chat.id, limit=10) == []
+    assert ids(await thread(repos, other.user_id, other.id, limit=10)) == [kept]
     assert await repos.chats.delete(ann.id, chat.id) is False
 
 
@@ -557,7 +574,13 @@ async def test_adding_a_message_counts_it_and_bumps_its_chat(repos: Repos) -> No
     assert bumped.updated_at == message.created_at > chat.updated_at
 
     plain = await repos.messages.add(
-        NewMessage(chat_id=chat.id, user_id=ann.id, role=MessageRole.USER, content="Hi")
+        NewMessage(
+            chat_id=chat.id,
+            user_id=ann.id,
+            role=MessageRole.USER,
+            content="Hi",
+            parent_id=message.id,
+        )
     )
     assert (plain.file_ids, plain.status, plain.model, plain.prompt_tokens) == (
         (),
@@ -565,18 +588,17 @@ async def test_adding_a_message_counts_it_and_bumps_its_chat(repos: Repos) -> No
         None,
         None,
     )
-    assert await repos.messages.list(chat.user_id, chat.id, limit=10, before=None) == [
-        message,
-        plain,
-    ]
+    assert (message.parent_id, message.siblings) == (None, (message.id,))
+    assert (plain.parent_id, plain.siblings) == (message.id, (plain.id,))
+    assert await thread(repos, chat.user_id, chat.id, limit=10) == [message, plain]
 
 
 async def test_another_users_chat_has_no_messages_for_them(repos: Repos) -> None:
     ann, bob = await add_user(repos, "ann"), await add_user(repos, "bob")
     chat = await add_chat(repos, ann)
     await say(repos, chat)
-    assert await repos.messages.list(bob.id, chat.id, limit=10, before=None) == []
-    assert len(await repos.messages.list(ann.id, chat.id, limit=10, before=None)) == 1
+    assert await thread(repos, bob.id, chat.id, limit=10) == []
+    assert len(await thread(repos, ann.id, chat.id, limit=10)) == 1
 
 
 async def test_a_message_needs_the_users_own_chat(repos: Repos) -> None:
@@ -588,7 +610,7 @@ async def test_a_message_needs_the_users_own_chat(repos: Repos) -> None:
                 NewMessage(chat_id=chat_id, user_id=user_id, role=MessageRole.USER, content="x")
             )
     assert await repos.chats.get(ann.id, chat.id) == chat
-    assert await repos.messages.list(chat.user_id, chat.id, limit=10, before=None) == []
+    assert await thread(repos, chat.user_id, chat.id, limit=10) == []
 
 
 async def test_messages_page_backwards_oldest_first_within_a_page(repos: Repos) -> None:
@@ -599,15 +621,84 @@ async def test_messages_page_backwards_oldest_first_within_a_page(repos: Repos) 
         sent.append(await say(repos, chat, f"message {n}"))
         await say(repos, other)
 
-    async def page(before: int | None, limit: int = 3) -> list[int]:
-        return ids(await repos.messages.list(chat.user_id, chat.id, limit=limit, before=before))
+    async def page(ending_at: int, limit: int = 3, *, inclusive: bool = False) -> list[int]:
+        return ids(
+            await repos.messages.branch(
+                chat.user_id, chat.id, ending_at=ending_at, limit=limit, inclusive=inclusive
+            )
+        )
 
-    assert await page(None) == sent[4:]
+    assert await page(sent[6], inclusive=True) == sent[4:]
     assert await page(sent[4]) == sent[1:4]
     assert await page(sent[1]) == sent[:1]
     assert await page(sent[0]) == []
-    assert await page(None, limit=100) == sent
-    assert await page(sent[4] + 1, limit=2) == sent[3:5]
+    assert await page(sent[6], limit=100, inclusive=True) == sent
+    assert await page(sent[4], limit=2, inclusive=True) == sent[3:5]
+    assert await page(other.id + 10_000, inclusive=True) == []  # not a message of the chat
+
+
+async def test_messages_form_a_tree_and_the_chat_follows_its_newest_message(
+    repos: Repos,
+) -> None:
+    ann = await add_user(repos, "ann")
+    chat, other = await add_chat(repos, ann), await add_chat(repos, ann)
+
+    async def add(parent: int | None, role: MessageRole = MessageRole.USER) -> Message:
+        new = NewMessage(chat_id=chat.id, user_id=ann.id, role=role, content="x", parent_id=parent)
+        return await repos.messages.add(new)
+
+    q1 = await add(None)
+    a1 = await add(q1.id, MessageRole.ASSISTANT)
+    q2 = await add(a1.id)
+    a2 = await add(q2.id, MessageRole.ASSISTANT)
+    q2b = await add(a1.id)  # q2 edited: a second branch after a1
+    a2b = await add(q2b.id, MessageRole.ASSISTANT)
+    a2c = await add(q2b.id, MessageRole.ASSISTANT)  # and regenerated
+    q1b = await add(None)  # the first question edited: a second root
+    assert q2b.siblings == (q2.id, q2b.id)
+    assert a2c.siblings == (a2b.id, a2c.id)
+    assert q1b.siblings == (q1.id, q1b.id)
+
+    current = await repos.chats.get(ann.id, chat.id)
+    assert current is not None
+    assert (current.current_message_id, current.message_count) == (q1b.id, 8)
+    branch = await repos.messages.branch(ann.id, chat.id, ending_at=a2c.id, limit=10)
+    assert ids(branch) == [q1.id, a1.id, q2b.id, a2c.id]
+    assert branch[2].siblings == (q2.id, q2b.id)
+    assert branch[0].siblings == (q1.id, q1b.id)
+    assert ids(await repos.messages.branch(ann.id, chat.id, ending_at=a2c.id, limit=2)) == [
+        q2b.id,
+        a2c.id,
+    ]
+    assert await repos.messages.get(ann.id, chat.id, q2.id) == replace(q2, siblings=(q2.id, q2b.id))
+    assert await repos.messages.get(ann.id, other.id, q2.id) is None
+
+    # Switching to a branch lands on its newest leaf.
+    for target, leaf in ((q2.id, a2.id), (a1.id, a2c.id), (q2b.id, a2c.id), (a2b.id, a2b.id)):
+        switched = await repos.chats.select_branch(ann.id, chat.id, target)
+        assert switched is not None
+        assert switched.current_message_id == leaf
+    assert await repos.chats.select_branch(ann.id, other.id, q2.id) is None
+    bob = await add_user(repos, "bob")
+    assert await repos.chats.select_branch(bob.id, chat.id, q2.id) is None
+    again = await repos.chats.get(ann.id, chat.id)
+    assert again is not None
+    assert again.current_message_id == a2b.id
+
+    # A parent from another chat is refused, and nothing is stored.
+    with pytest.raises(NotFoundError):
+        await repos.messages.add(
+            NewMessage(
+                chat_id=other.id,
+                user_id=ann.id,
+                role=MessageRole.USER,
+                content="x",
+                parent_id=q1.id,
+            )
+        )
+    untouched = await repos.chats.get(ann.id, other.id)
+    assert untouched is not None
+    assert (untouched.message_count, untouched.current_message_id) == (0, None)
 
 
 async def test_concurrent_messages_are_all_counted(repos: Repos) -> None:
@@ -618,7 +709,8 @@ async def test_concurrent_messages_are_all_counted(repos: Repos) -> None:
     counted = await repos.chats.get(ann.id, chat.id)
     assert counted is not None
     assert counted.message_count == 20
-    assert len(await repos.messages.list(chat.user_id, chat.id, limit=100, before=None)) == 20
+    for message_id in added:
+        assert await repos.messages.get(ann.id, chat.id, message_id) is not None
 
 
 # --- files -------------------------------------------------------------------
@@ -1197,13 +1289,12 @@ async def test_search_finds_the_users_messages_with_every_word_best_first(repos:
     hits = await repos.messages.search(ann.id, "ROME trip", limit=10)
     assert [hit.message.id for hit in hits] == [many, once]
     assert [hit.chat_title for hit in hits] == [None, "Travel"]
-    stored = await repos.messages.list(ann.id, travel.id, limit=1, before=once + 1)
-    assert hits[1].message == stored[0]
+    assert hits[1].message == await repos.messages.get(ann.id, travel.id, once)
     assert "**Rome**" in hits[1].snippet
     assert "**trip**" in hits[1].snippet
     assert await repos.messages.search(ann.id, "rome trip", limit=1) == hits[:1]
     assert [h.message.id for h in await repos.messages.search(bob.id, "rome", limit=10)] == [
-        (await repos.messages.list(bob.id, theirs.id, limit=1, before=None))[0].id
+        (await thread(repos, bob.id, theirs.id, limit=1))[0].id
     ]
     assert await repos.messages.search(ann.id, "Berlin", limit=10) == []
 

@@ -27,6 +27,7 @@ from gemini_core.entities import (
     NewUser,
 )
 from gemini_core.errors import (
+    ConflictError,
     GeminiError,
     InvalidInputError,
     NotFoundError,
@@ -98,6 +99,15 @@ class FakeImages:
         return f"bytes of {upload.filename}".encode()
 
 
+async def active_branch(repos: InMemoryRepositories, user_id: int, chat_id: int) -> list[Message]:
+    chat = await repos.chats.get(user_id, chat_id)
+    if chat is None or chat.current_message_id is None:
+        return []
+    return await repos.messages.branch(
+        user_id, chat_id, ending_at=chat.current_message_id, limit=1000
+    )
+
+
 @dataclass
 class World:
     service: ChatService
@@ -113,7 +123,8 @@ class World:
         return chat.id
 
     async def stored(self, chat_id: int, user_id: int | None = None) -> list[Message]:
-        return await self.repos.messages.list(user_id or self.ann, chat_id, limit=1000, before=None)
+        """The chat's active branch as stored, oldest first."""
+        return await active_branch(self.repos, user_id or self.ann, chat_id)
 
     async def upload(self, user_id: int, name: str, size: int = 100) -> int:
         upload = await self.repos.files.add(
@@ -331,7 +342,7 @@ async def test_an_unexpected_error_is_stored_failed_and_reported_generically(
     with pytest.raises(GeminiError) as caught:
         await exchange.complete()
     assert "internal detail" not in caught.value.detail
-    stored = await repos.messages.list(user.id, chat.id, limit=10, before=None)
+    stored = await active_branch(repos, user.id, chat.id)
     assert (stored[-1].status, stored[-1].content) == (MessageStatus.FAILED, "Half")
 
 
@@ -382,17 +393,24 @@ async def test_closing_after_done_stores_nothing_more(world: World) -> None:
     assert [m.status for m in await world.stored(chat_id)] == [MessageStatus.COMPLETE] * 2
 
 
-async def test_twenty_messages_at_once_are_all_stored_once(world: World) -> None:
-    chat_id = await world.chat()
-    results = await asyncio.gather(*(answer(world, chat_id, f"n{n}") for n in range(20)))
-    stored = await world.stored(chat_id)
-    assert len(stored) == 40
-    assert sorted(m.content for m in stored if m.role is MessageRole.USER) == sorted(
-        f"n{n}" for n in range(20)
+async def test_one_answer_at_a_time_per_chat(world: World) -> None:
+    """Of twenty sends at once in one chat, one is answered; the others are refused
+    (409) and store nothing. Another chat is not held up."""
+    chat_id, other = await world.chat(), await world.chat()
+    results = await asyncio.gather(
+        *(answer(world, chat_id, f"n{n}") for n in range(20)), return_exceptions=True
     )
-    assert {m.id for m in results} == {m.id for m in stored if m.role is MessageRole.ASSISTANT}
+    answered = [r for r in results if isinstance(r, Message)]
+    assert len(answered) == 1
+    assert all(isinstance(r, ConflictError) for r in results if r not in answered)
+    stored = await world.stored(chat_id)
+    assert [m.role for m in stored] == [MessageRole.USER, MessageRole.ASSISTANT]
+    assert stored[1] == answered[0]
     chat, _ = await world.service.get_chat(world.ann, chat_id)
-    assert chat.message_count == 40
+    assert (chat.message_count, chat.current_message_id) == (2, answered[0].id)
+    # Once the answer is stored, the chat takes the next question.
+    assert (await answer(world, chat_id, "next")).parent_id is not None
+    assert (await answer(world, other, "elsewhere")).role is MessageRole.ASSISTANT
 
 
 async def test_a_chat_whose_model_is_gone_answers_with_the_default(world: World) -> None:
@@ -582,10 +600,18 @@ async def test_deleting_a_chat_deletes_its_messages(world: World) -> None:
 
 async def test_messages_page_backwards_without_gaps_or_repeats(world: World) -> None:
     chat_id = await world.chat()
+    parent = None
     for n in range(11):
-        await world.repos.messages.add(
-            NewMessage(chat_id=chat_id, user_id=world.ann, role=MessageRole.USER, content=str(n))
+        added = await world.repos.messages.add(
+            NewMessage(
+                chat_id=chat_id,
+                user_id=world.ann,
+                role=MessageRole.USER,
+                content=str(n),
+                parent_id=parent,
+            )
         )
+        parent = added.id
     pages: list[list[str]] = []
     before = None
     while True:
@@ -696,3 +722,104 @@ async def test_stored_images_reads_an_uploads_bytes_from_storage() -> None:
         await StoredImages(storage, max_bytes=10).read(upload)
     with pytest.raises(NotFoundError):
         await StoredImages(storage, max_bytes=100).read(replace(upload, filename="gone.png"))
+
+
+# --- the message tree ---------------------------------------------------------------
+
+
+async def test_editing_a_question_starts_a_branch_the_model_sees_alone(world: World) -> None:
+    chat_id = await world.chat()
+    a1 = await answer(world, chat_id, "one")
+    a2 = await answer(world, chat_id, "two")
+    a3 = await answer(world, chat_id, "three")
+    q2 = await world.repos.messages.get(world.ann, chat_id, a2.parent_id or 0)
+    assert q2 is not None and q2.parent_id == a1.id
+
+    edited = await answer(world, chat_id, "two, better", parent_id=a1.id)
+    sent = [turn.text for turn in world.llm.requests[-1].turns]
+    assert sent == ["one", a1.content, "two, better"]  # not "two", not "three"
+    chat, shown = await world.service.get_chat(world.ann, chat_id)
+    assert chat.current_message_id == edited.id
+    assert [m.content for m in shown][:3] == ["one", a1.content, "two, better"]
+    assert shown[2].siblings == (q2.id, shown[2].id)
+    # The old branch stays reachable: switch back to it by the old question.
+    chat, shown = await world.service.select_branch(world.ann, chat_id, q2.id)
+    assert chat.current_message_id == a3.id
+    assert [m.content for m in shown][-2:] == ["three", a3.content]
+
+
+async def test_regenerating_makes_sibling_answers_to_switch_between(world: World) -> None:
+    chat_id = await world.chat()
+    world.llm.will(Script(pieces=("first",)), Script(pieces=("second",)), Script(pieces=("third",)))
+    first = await answer(world, chat_id, "Hi")
+    second = await (await world.service.regenerate(world.ann, chat_id, first.id)).complete()
+    assert second.parent_id == first.parent_id
+    question = first.parent_id or 0
+    third = await (
+        await world.service.regenerate(world.ann, chat_id, question, model="model-b")
+    ).complete()
+    assert (third.model, third.siblings) == ("model-b", (first.id, second.id, third.id))
+    assert [r.turns[-1].text for r in world.llm.requests] == ["Hi", "Hi", "Hi"]
+    for answer_id, text in ((first.id, "first"), (second.id, "second"), (third.id, "third")):
+        chat, shown = await world.service.select_branch(world.ann, chat_id, answer_id)
+        assert chat.current_message_id == answer_id
+        assert shown[-1].content == text
+    page = await world.service.list_messages(world.ann, chat_id)
+    assert [m.id for m in page.items] == [question, third.id]
+
+
+async def test_a_parent_or_message_not_in_the_chat_is_404_and_stores_nothing(
+    world: World,
+) -> None:
+    mine, other = await world.chat(), await world.chat()
+    theirs = await world.chat(world.bob)
+    elsewhere = await answer(world, other, "elsewhere")
+    for parent in (elsewhere.id, 10_000):
+        with pytest.raises(NotFoundError):
+            await world.service.send_message(world.ann, mine, "x", parent_id=parent)
+    for message_id in (elsewhere.id, 10_000):
+        with pytest.raises(NotFoundError):
+            await world.service.regenerate(world.ann, mine, message_id)
+        with pytest.raises(NotFoundError):
+            await world.service.select_branch(world.ann, mine, message_id)
+    with pytest.raises(NotFoundError):
+        await world.service.select_branch(world.bob, other, elsewhere.id)
+    with pytest.raises(NotFoundError):
+        await world.service.regenerate(world.bob, theirs, elsewhere.id)
+    chat, shown = await world.service.get_chat(world.ann, mine)
+    assert (chat.message_count, shown) == (0, [])
+    # The chat is free again after the refusals.
+    assert (await answer(world, mine, "now")).role is MessageRole.ASSISTANT
+
+
+async def test_no_regenerate_or_send_while_an_answer_is_written(world: World) -> None:
+    chat_id = await world.chat()
+    first = await answer(world, chat_id, "Hi")
+    world.llm.will(Script(hang=True))
+    running = await world.service.send_message(world.ann, chat_id, "Tell me more")
+    reading = asyncio.create_task(running.complete())
+    await world.llm.hanging.wait()
+    with pytest.raises(ConflictError):
+        await world.service.regenerate(world.ann, chat_id, first.id)
+    with pytest.raises(ConflictError):
+        await world.service.send_message(world.ann, chat_id, "and?")
+    reading.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reading
+    # An exchange closed before it was read frees the chat too.
+    unread = await world.service.send_message(world.ann, chat_id, "again")
+    await unread.events.aclose()
+    assert (await answer(world, chat_id, "and now")).role is MessageRole.ASSISTANT
+
+
+async def test_an_unknown_model_for_one_answer_is_refused_before_anything_is_stored(
+    world: World,
+) -> None:
+    chat_id = await world.chat()
+    with pytest.raises(InvalidInputError) as refused:
+        await world.service.send_message(world.ann, chat_id, "Hi", model="gpt-9")
+    assert refused.value.field == "model"
+    once = await answer(world, chat_id, "Hi", model="model-b")
+    assert once.model == "model-b"
+    chat, _ = await world.service.get_chat(world.ann, chat_id)
+    assert (chat.model, chat.message_count) == ("model-a", 2)

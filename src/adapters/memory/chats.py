@@ -84,6 +84,18 @@ class InMemoryChatRepository(StoreRepository):
         self._store.chats[chat_id] = updated
         return updated
 
+    async def select_branch(self, user_id: int, chat_id: int, message_id: int) -> Chat | None:
+        chat = await self.get(user_id, chat_id)
+        message = self._store.messages.get(message_id)
+        if chat is None or message is None or message.chat_id != chat_id:
+            return None
+        leaf = message.id
+        while children := [m.id for m in self._store.messages.values() if m.parent_id == leaf]:
+            leaf = max(children)
+        updated = replace(chat, current_message_id=leaf)
+        self._store.chats[chat_id] = updated
+        return updated
+
     async def delete(self, user_id: int, chat_id: int) -> bool:
         if await self.get(user_id, chat_id) is None:
             return False
@@ -96,8 +108,13 @@ class InMemoryChatRepository(StoreRepository):
 class InMemoryMessageRepository(StoreRepository):
     async def add(self, message: NewMessage) -> Message:
         chat = self._store.chats.get(message.chat_id)
-        if chat is None or chat.user_id != message.user_id:
-            raise NotFoundError("No such chat.")
+        parent = None if message.parent_id is None else self._store.messages.get(message.parent_id)
+        if (
+            chat is None
+            or chat.user_id != message.user_id
+            or (message.parent_id is not None and (parent is None or parent.chat_id != chat.id))
+        ):
+            raise NotFoundError("No such chat or message.")
         if any(n is not None and n < 0 for n in (message.prompt_tokens, message.completion_tokens)):
             raise InvalidInputError("A value is out of the allowed range.")
         now = self._now()
@@ -113,28 +130,45 @@ class InMemoryMessageRepository(StoreRepository):
             prompt_tokens=message.prompt_tokens,
             completion_tokens=message.completion_tokens,
             created_at=now,
+            parent_id=message.parent_id,
         )
         self._store.messages[stored.id] = stored
         self._store.chats[chat.id] = replace(
-            chat, message_count=chat.message_count + 1, updated_at=now
+            chat,
+            message_count=chat.message_count + 1,
+            updated_at=now,
+            current_message_id=stored.id,
         )
-        return stored
+        return self._with_siblings(stored)
 
-    async def list(
-        self, user_id: int, chat_id: int, *, limit: int, before: int | None
+    async def get(self, user_id: int, chat_id: int, message_id: int) -> Message | None:
+        message = self._store.messages.get(message_id)
+        if message is None or message.chat_id != chat_id or message.user_id != user_id:
+            return None
+        return self._with_siblings(message)
+
+    async def branch(
+        self, user_id: int, chat_id: int, *, ending_at: int, limit: int, inclusive: bool = True
     ) -> builtins.list[Message]:
         check_page(limit=limit)
-        older = sorted(
-            (
-                m
-                for m in self._store.messages.values()
-                if m.chat_id == chat_id
-                and m.user_id == user_id
-                and (before is None or m.id < before)
-            ),
-            key=lambda m: m.id,
+        found = await self.get(user_id, chat_id, ending_at)
+        path: builtins.list[Message] = []
+        at = found.id if found is not None else None
+        if not inclusive and found is not None:
+            at = found.parent_id
+        while at is not None and len(path) < limit:
+            message = self._store.messages[at]
+            path.append(message)
+            at = message.parent_id
+        return [self._with_siblings(m) for m in reversed(path)]
+
+    def _with_siblings(self, message: Message) -> Message:
+        siblings = sorted(
+            m.id
+            for m in self._store.messages.values()
+            if m.chat_id == message.chat_id and m.parent_id == message.parent_id
         )
-        return older[-limit:] if limit else []
+        return replace(message, siblings=tuple(siblings))
 
     async def search(self, user_id: int, query: str, *, limit: int) -> builtins.list[SearchHit]:
         """Every word of ``query`` must appear in the message, in any case; more
@@ -149,7 +183,7 @@ class InMemoryMessageRepository(StoreRepository):
         scored.sort(key=lambda hit: (hit[0], hit[1].id), reverse=True)
         return [
             SearchHit(
-                message=message,
+                message=self._with_siblings(message),
                 chat_title=self._store.chats[message.chat_id].title,
                 snippet=_snippet(message.content, wanted),
             )

@@ -1,9 +1,15 @@
 """Chats and their messages in PostgreSQL.
 
-A chat's ``message_count`` and ``updated_at`` change in the same statement
-that stores a message: the UPDATE locks the chat's row, so concurrent adds
-queue behind each other and never lose a count, and a chat that is not the
-caller's gets neither the message nor the bump.
+A chat's ``message_count``, ``updated_at`` and current leaf change in the same
+statement that stores a message: it locks the chat's row first, so concurrent
+adds queue behind each other and never lose a count, and a chat that is not
+the caller's (or a parent that is not in the chat) gets neither the message
+nor the bump.
+
+Messages form a tree (``parent_id``). A branch is read by walking up from its
+last message, one primary-key lookup a step, and stops after the page: a chat
+of ten thousand messages costs what a chat of ten does. Each message's
+``siblings`` come from ``messages_chat_parent_idx``.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from gemini_core.ports import SearchHit
 
 _CHAT_COLUMNS = """
     id, user_id, title, model, system_prompt, pinned, archived,
-    created_at, updated_at, message_count
+    created_at, updated_at, message_count, current_message_id
 """
 
 _INSERT_CHAT = (
@@ -83,49 +89,114 @@ RETURNING"""
 # Messages go with the chat (ON DELETE CASCADE).
 _DELETE_CHAT = "DELETE FROM chats WHERE id = %(id)s AND user_id = %(user_id)s"
 
-_MESSAGE_COLUMNS = """
+_MESSAGE_FIELDS = """
     id, chat_id, user_id, role, content, file_ids, status, model,
-    prompt_tokens, completion_tokens, created_at
+    prompt_tokens, completion_tokens, created_at, parent_id
 """
 
-# The INSERT draws its chat_id from the UPDATE's RETURNING: no owned chat, no
-# row updated, nothing inserted. The casts fix the parameters' types, which an
+
+def _message_columns(table: str, *, just_added: bool = False) -> str:
+    """The message columns of ``table`` (an alias), and its siblings: the children
+    of its parent in its chat, oldest first (two forms, so each is an index range).
+
+    A message ``just_added`` by the same statement is not yet visible to it: its
+    siblings are the others, then itself (the newest: adds to a chat are serial)."""
+    fields = ", ".join(f"{table}.{name.strip()}" for name in _MESSAGE_FIELDS.split(","))
+    itself = f" || {table}.id" if just_added else ""
+    return f"""
+    {fields},
+    CASE WHEN {table}.parent_id IS NULL
+        THEN ARRAY(SELECT s.id FROM messages AS s
+                   WHERE s.chat_id = {table}.chat_id AND s.parent_id IS NULL ORDER BY s.id)
+        ELSE ARRAY(SELECT s.id FROM messages AS s
+                   WHERE s.chat_id = {table}.chat_id AND s.parent_id = {table}.parent_id
+                   ORDER BY s.id)
+    END{itself} AS siblings
+"""
+
+
+# The chat's row is locked first; the message goes in only when the chat is
+# the user's and the parent (if any) is one of its messages; then the chat
+# counts it and points at it. The casts fix the parameters' types, which an
 # INSERT ... SELECT does not infer from the target columns.
 _INSERT_MESSAGE = (
     """
 WITH chat AS (
-    UPDATE chats
-    SET message_count = message_count + 1, updated_at = now()
+    SELECT id, user_id FROM chats
     WHERE id = %(chat_id)s AND user_id = %(user_id)s
-    RETURNING id, user_id
+    FOR UPDATE
+),
+added AS (
+    INSERT INTO messages (chat_id, user_id, role, content, file_ids, status, model,
+                          prompt_tokens, completion_tokens, parent_id)
+    SELECT chat.id, chat.user_id, %(role)s::text, %(content)s::text, %(file_ids)s::bigint[],
+           %(status)s::text, %(model)s::text, %(prompt_tokens)s::integer,
+           %(completion_tokens)s::integer, %(parent_id)s::bigint
+    FROM chat
+    WHERE %(parent_id)s::bigint IS NULL
+       OR EXISTS (SELECT 1 FROM messages AS p
+                  WHERE p.id = %(parent_id)s::bigint AND p.chat_id = chat.id)
+    RETURNING *
+),
+counted AS (
+    UPDATE chats
+    SET message_count = message_count + 1, updated_at = now(), current_message_id = added.id
+    FROM added
+    WHERE chats.id = added.chat_id
 )
-INSERT INTO messages (chat_id, user_id, role, content, file_ids, status, model,
-                      prompt_tokens, completion_tokens)
-SELECT chat.id, chat.user_id, %(role)s::text, %(content)s::text, %(file_ids)s::bigint[],
-       %(status)s::text, %(model)s::text, %(prompt_tokens)s::integer,
-       %(completion_tokens)s::integer
-FROM chat
-RETURNING"""
-    + _MESSAGE_COLUMNS
+SELECT"""
+    + _message_columns("added", just_added=True)
+    + "FROM added"
 )
 
-# The newest page below the cursor, then turned oldest first. Without a
-# cursor, the largest bigint stands in so one plan serves every page.
-_LIST_MESSAGES = (
+_GET_MESSAGE = (
+    "SELECT"
+    + _message_columns("m")
+    + "FROM messages AS m"
+    + " WHERE m.id = %(id)s AND m.chat_id = %(chat_id)s AND m.user_id = %(user_id)s"
+)
+
+# Up from ``ending_at`` by parent, at most ``limit`` steps (the outer LIMIT stops
+# the recursion), then turned oldest first.
+_BRANCH = (
     """
-SELECT * FROM (
-    SELECT"""
-    + _MESSAGE_COLUMNS
-    + """FROM messages
-    WHERE chat_id = %(chat_id)s
-      AND user_id = %(user_id)s
-      AND id < COALESCE(%(before)s::bigint, 9223372036854775807)
-    ORDER BY id DESC
-    LIMIT %(limit)s
-) AS newest
-ORDER BY id
+WITH RECURSIVE up(id, parent_id, depth) AS (
+    SELECT m.id, m.parent_id, 0 FROM messages AS m
+    WHERE m.id = %(ending_at)s AND m.chat_id = %(chat_id)s AND m.user_id = %(user_id)s
+  UNION ALL
+    SELECT m.id, m.parent_id, up.depth + 1
+    FROM up JOIN messages AS m ON m.id = up.parent_id
+),
+page AS (
+    SELECT id, depth FROM up WHERE depth >= %(skip)s ORDER BY depth LIMIT %(limit)s
+)
+SELECT"""
+    + _message_columns("m")
+    + """FROM page JOIN messages AS m ON m.id = page.id
+ORDER BY page.depth DESC
 """
 )
+
+# The newest leaf below a message: down by the newest child at each step.
+_SELECT_BRANCH = """
+WITH RECURSIVE chat AS (
+    SELECT id FROM chats WHERE id = %(chat_id)s AND user_id = %(user_id)s FOR UPDATE
+),
+down(id) AS (
+    SELECT m.id FROM messages AS m, chat
+    WHERE m.id = %(message_id)s AND m.chat_id = chat.id
+  UNION ALL
+    SELECT child.id FROM down,
+    LATERAL (SELECT c.id FROM messages AS c
+             WHERE c.chat_id = %(chat_id)s AND c.parent_id = down.id
+             ORDER BY c.id DESC LIMIT 1) AS child
+),
+leaf AS (SELECT max(id) AS id FROM down HAVING count(*) > 0)
+UPDATE chats SET current_message_id = leaf.id
+FROM leaf
+WHERE chats.id = %(chat_id)s
+RETURNING chats.*
+"""
 
 # The rank orders the whole match set, so it is computed for every matching
 # row; the headline is costly and only needed for the page, so it is made
@@ -136,7 +207,7 @@ _SEARCH_MESSAGES = (
 WITH query AS (SELECT websearch_to_tsquery('english', %(query)s::text) AS q),
 hits AS (
     SELECT"""
-    + _MESSAGE_COLUMNS
+    + _MESSAGE_FIELDS
     + """, ts_rank(search_vector, query.q) AS rank
     FROM messages, query
     WHERE user_id = %(user_id)s AND search_vector @@ query.q
@@ -144,6 +215,13 @@ hits AS (
     LIMIT %(limit)s
 )
 SELECT hits.*, chats.title AS chat_title,
+       CASE WHEN hits.parent_id IS NULL
+           THEN ARRAY(SELECT s.id FROM messages AS s
+                      WHERE s.chat_id = hits.chat_id AND s.parent_id IS NULL ORDER BY s.id)
+           ELSE ARRAY(SELECT s.id FROM messages AS s
+                      WHERE s.chat_id = hits.chat_id AND s.parent_id = hits.parent_id
+                      ORDER BY s.id)
+       END AS siblings,
        ts_headline('english', hits.content, query.q,
                    'StartSel=**, StopSel=**, MaxWords=30, MinWords=12, MaxFragments=2, '
                    'FragmentDelimiter=" … "') AS snippet
@@ -225,6 +303,10 @@ class PostgresChatRepository:
             _CHAT_ROWS,
         )
 
+    async def select_branch(self, user_id: int, chat_id: int, message_id: int) -> Chat | None:
+        params = {"user_id": user_id, "chat_id": chat_id, "message_id": message_id}
+        return await fetch_one(self._db, _SELECT_BRANCH, params, _CHAT_ROWS)
+
     async def delete(self, user_id: int, chat_id: int) -> bool:
         deleted = await execute(self._db, _DELETE_CHAT, {"id": chat_id, "user_id": user_id})
         return deleted > 0
@@ -250,18 +332,29 @@ class PostgresMessageRepository:
                 "model": message.model,
                 "prompt_tokens": message.prompt_tokens,
                 "completion_tokens": message.completion_tokens,
+                "parent_id": message.parent_id,
             },
             _MESSAGE_ROWS,
         )
         if added is None:
-            raise NotFoundError("No such chat.")
+            raise NotFoundError("No such chat or message.")
         return added
 
-    async def list(
-        self, user_id: int, chat_id: int, *, limit: int, before: int | None
+    async def get(self, user_id: int, chat_id: int, message_id: int) -> Message | None:
+        params = {"id": message_id, "chat_id": chat_id, "user_id": user_id}
+        return await fetch_one(self._db, _GET_MESSAGE, params, _MESSAGE_ROWS)
+
+    async def branch(
+        self, user_id: int, chat_id: int, *, ending_at: int, limit: int, inclusive: bool = True
     ) -> list[Message]:
-        params = {"user_id": user_id, "chat_id": chat_id, "limit": limit, "before": before}
-        return await fetch_all(self._db, _LIST_MESSAGES, params, _MESSAGE_ROWS)
+        params = {
+            "user_id": user_id,
+            "chat_id": chat_id,
+            "ending_at": ending_at,
+            "limit": limit,
+            "skip": 0 if inclusive else 1,
+        }
+        return await fetch_all(self._db, _BRANCH, params, _MESSAGE_ROWS)
 
     async def search(self, user_id: int, query: str, *, limit: int) -> builtins.list[SearchHit]:
         params = {"user_id": user_id, "query": query, "limit": limit}
