@@ -15,6 +15,7 @@ from gemini_core.accounts import (
 )
 from gemini_core.admin import AccountEdit, AdminService, UsersPage
 from gemini_core.chats import (
+    CURRENT_LEAF,
     AnswerDelta,
     AnswerDone,
     ChatPage,
@@ -48,6 +49,7 @@ from gemini_core.entities import (
     UserSession,
 )
 from gemini_core.errors import (
+    AnswerInProgressError,
     AuthenticationError,
     ConflictError,
     GeminiError,
@@ -108,11 +110,13 @@ from gemini_core.telemetry import FileUploaded, LoginFailed, ModelCall, Telemetr
 from gemini_core.validation import check_username, clean_full_name, normalize_email
 
 __all__ = [
+    "CURRENT_LEAF",
     "AccountEdit",
     "AccountService",
     "AdminService",
     "AnswerDelta",
     "AnswerDone",
+    "AnswerInProgressError",
     "AuthenticationError",
     "Cache",
     "CacheStats",

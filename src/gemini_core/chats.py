@@ -36,7 +36,12 @@ from gemini_core.entities import (
     NewChat,
     NewMessage,
 )
-from gemini_core.errors import ConflictError, InvalidInputError, NotFoundError, UnavailableError
+from gemini_core.errors import (
+    AnswerInProgressError,
+    InvalidInputError,
+    NotFoundError,
+    UnavailableError,
+)
 from gemini_core.llm import LlmClient
 from gemini_core.pagination import (
     check_page_size,
@@ -418,7 +423,7 @@ class ChatService:
         """The chat's answer slot; ``ConflictError`` while an answer holds it."""
         claim = self._answerer.claim(chat.id)
         if claim is None:
-            raise ConflictError(
+            raise AnswerInProgressError(
                 "An answer is being written in this chat; wait for it, or stop it, then send again."
             )
         return claim

@@ -24,7 +24,11 @@ from __future__ import annotations
 
 
 class GeminiError(Exception):
-    """Base of every error the core raises."""
+    """Base of every error the core raises. ``kind`` names a problem a client
+    may want to tell apart from others of the same status (``None``: the status
+    says it all)."""
+
+    kind: str | None = None
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -64,6 +68,12 @@ class ConflictError(GeminiError):
     def __init__(self, detail: str, *, field: str | None = None) -> None:
         super().__init__(detail)
         self.field = field
+
+
+class AnswerInProgressError(ConflictError):
+    """An answer of the chat is being written: one at a time per chat."""
+
+    kind = "answer-in-progress"
 
 
 class PayloadTooLargeError(GeminiError):

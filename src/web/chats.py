@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
-from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar import Controller, Request, Response, delete, get, patch, post, put
 from litestar.di import NamedDependency, Provide
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
@@ -30,6 +30,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CON
 
 from gemini_core.accounts import Principal
 from gemini_core.chats import (
+    CURRENT_LEAF,
     MAX_CONTENT_LENGTH,
     MAX_FILES_PER_MESSAGE,
     MAX_SEARCH_LENGTH,
@@ -39,7 +40,13 @@ from gemini_core.chats import (
     Exchange,
 )
 from gemini_core.entities import ChatChanges
-from gemini_core.errors import GeminiError, UpstreamError, UpstreamQuotaError, UpstreamTimeoutError
+from gemini_core.errors import (
+    AnswerInProgressError,
+    GeminiError,
+    UpstreamError,
+    UpstreamQuotaError,
+    UpstreamTimeoutError,
+)
 from gemini_core.validation import NO_NUL_PATTERN, NOT_BLANK_PATTERN
 from web.container import Container
 from web.contract import documents
@@ -61,6 +68,7 @@ class ChatOut(msgspec.Struct):
     created_at: datetime
     updated_at: datetime
     message_count: int
+    current_message_id: int | None
 
 
 class MessageOut(msgspec.Struct):
@@ -74,6 +82,8 @@ class MessageOut(msgspec.Struct):
     prompt_tokens: int | None
     completion_tokens: int | None
     created_at: datetime
+    parent_id: int | None
+    siblings: list[int]
 
 
 class ChatWithMessagesOut(ChatOut):
@@ -154,6 +164,18 @@ class ChatChangesIn(msgspec.Struct):
         )
 
 
+class AnswerOut(msgspec.Struct):
+    assistant_message: MessageOut
+
+
+class RegenerateIn(msgspec.Struct):
+    model: str | msgspec.UnsetType = msgspec.UNSET  # the chat's model when left out
+
+
+class CurrentIn(msgspec.Struct):
+    message_id: int
+
+
 class NewMessageIn(msgspec.Struct):
     content: Annotated[
         str,
@@ -163,6 +185,9 @@ class NewMessageIn(msgspec.Struct):
     file_ids: Annotated[
         list[int], msgspec.Meta(max_length=1000), stated(max_items=MAX_FILES_PER_MESSAGE)
     ] = msgspec.field(default_factory=list)
+    # Left out: after the chat's current leaf; null: a new first message.
+    parent_id: int | msgspec.UnsetType | None = msgspec.UNSET
+    model: str | msgspec.UnsetType = msgspec.UNSET  # this answer only
 
 
 # --- the event stream ----------------------------------------------------------------
@@ -174,11 +199,16 @@ STREAM_EVENTS: dict[str, type[msgspec.Struct]] = {
     "done": MessageOut,
     "error": Problem,
 }
+REGENERATE_EVENTS = {name: data for name, data in STREAM_EVENTS.items() if name != "user_message"}
 
 
-async def exchange_events(exchange: Exchange) -> AsyncGenerator[bytes, None]:
-    """The stream's events; closing it (or cancelling its reader) abandons the answer."""
-    yield sse_event("user_message", to_wire(MessageOut, exchange.user_message))
+async def exchange_events(
+    exchange: Exchange, *, with_question: bool = True
+) -> AsyncGenerator[bytes, None]:
+    """The stream's events; closing it (or cancelling its reader) abandons the answer.
+    A regenerated answer's stream has no ``user_message``: the question is old."""
+    if with_question:
+        yield sse_event("user_message", to_wire(MessageOut, exchange.user_message))
     try:
         async with aclosing(exchange.events) as events:
             async for event in events:
@@ -295,7 +325,7 @@ class ChatsController(Controller):
         status_code=HTTP_201_CREATED,
         operation_id="sendMessage",
         opt=documents(
-            raises=[UpstreamError, UpstreamTimeoutError, UpstreamQuotaError],
+            raises=[AnswerInProgressError, UpstreamError, UpstreamTimeoutError, UpstreamQuotaError],
             example={"content": "What should I see in Lisbon in one day?", "file_ids": []},
             events=STREAM_EVENTS,
         ),
@@ -319,9 +349,20 @@ class ChatsController(Controller):
         principal: NamedDependency[Principal],
         container: NamedDependency[Container],
     ) -> Response[ExchangeOut] | EventStream:
-        """Store the message, ask the model with the chat's history, store its answer."""
+        """Store the message, ask the model with its branch's history, store its answer.
+
+        The message follows the chat's current leaf, or `parent_id` (null: a new
+        first message): following an earlier message edits a question, as a new
+        branch. `model` answers this once with another of the server's models."""
         exchange = await container.chats.send_message(
-            principal.user.id, chat_id, data.content, data.file_ids
+            principal.user.id,
+            chat_id,
+            data.content,
+            data.file_ids,
+            parent_id=CURRENT_LEAF
+            if isinstance(data.parent_id, msgspec.UnsetType)
+            else data.parent_id,
+            model=None if isinstance(data.model, msgspec.UnsetType) else data.model,
         )
         if wants_events(request):
             return EventStream(exchange_events(exchange))
@@ -333,6 +374,64 @@ class ChatsController(Controller):
             ),
             status_code=HTTP_201_CREATED,
         )
+
+    @post(
+        "/{chat_id:int}/messages/{message_id:int}/regenerate",
+        status_code=HTTP_201_CREATED,
+        operation_id="regenerateAnswer",
+        opt=documents(
+            raises=[AnswerInProgressError, UpstreamError, UpstreamTimeoutError, UpstreamQuotaError],
+            example={},
+            events=REGENERATE_EVENTS,
+        ),
+        responses={
+            HTTP_201_CREATED: ResponseSpec(
+                data_container=AnswerOut, description="The new answer, stored."
+            ),
+            HTTP_200_OK: ResponseSpec(
+                data_container=str,
+                media_type=EVENT_STREAM,
+                description="With `Accept: text/event-stream`: `delta` (one per piece of "
+                "the answer), then `done` or `error`.",
+            ),
+        },
+    )
+    async def regenerate(
+        self,
+        request: Request[Any, Any, Any],
+        chat_id: FromPath[int],
+        message_id: FromPath[int],
+        principal: NamedDependency[Principal],
+        container: NamedDependency[Container],
+        data: JSONBody[RegenerateIn | None] = None,
+    ) -> Response[AnswerOut] | EventStream:
+        """Answer a question again: `message_id` names the question or an answer to
+        it. The new answer is a sibling of the others and the chat's current leaf."""
+        model = None if data is None or isinstance(data.model, msgspec.UnsetType) else data.model
+        exchange = await container.chats.regenerate(
+            principal.user.id, chat_id, message_id, model=model
+        )
+        if wants_events(request):
+            return EventStream(exchange_events(exchange, with_question=False))
+        answer = await exchange.complete()
+        return Response(
+            AnswerOut(assistant_message=to_wire(MessageOut, answer)), status_code=HTTP_201_CREATED
+        )
+
+    @put("/{chat_id:int}/current", operation_id="selectBranch")
+    async def select_branch(
+        self,
+        chat_id: FromPath[int],
+        data: JSONBody[CurrentIn],
+        principal: NamedDependency[Principal],
+        container: NamedDependency[Container],
+    ) -> ChatWithMessagesOut:
+        """Show the branch through `message_id`: the current leaf becomes the newest
+        leaf below it (at each step, the newest answer or question)."""
+        chat, messages = await container.chats.select_branch(
+            principal.user.id, chat_id, data.message_id
+        )
+        return to_wire(ChatWithMessagesOut, chat, messages=messages)
 
 
 class SearchController(Controller):

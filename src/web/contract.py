@@ -73,6 +73,12 @@ _REASONS: dict[type[GeminiError], str] = {
 }
 
 
+def _reason(error: type[GeminiError]) -> str:
+    """Why ``error`` is answered, from the nearest class that says; with its ``type``."""
+    reason = next(_REASONS[cls] for cls in error.__mro__ if cls in _REASONS)
+    return f"{reason} (`type`: `{error.kind}`)" if error.kind else reason
+
+
 class _Declared(msgspec.Struct, frozen=True):
     raises: tuple[type[GeminiError], ...] = ()
     example: Any = None
@@ -219,7 +225,7 @@ def _complete_operation(
     if path != "/metrics":
         reasons.setdefault(503, []).append(_REASONS[UnavailableError])
     for error in declared.raises:
-        reasons.setdefault(status_of(error), []).append(_REASONS[error])
+        reasons.setdefault(status_of(error), []).append(_reason(error))
 
     for code, why in sorted(reasons.items()):
         if str(code) not in explicit:

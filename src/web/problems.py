@@ -111,10 +111,11 @@ def problem(
     *,
     instance: str | None = None,
     errors: list[FieldError] | None = None,
+    kind: str | None = None,
 ) -> Problem:
-    """The problem of `status`, titled by it."""
+    """The problem of `status`, titled by it; `kind` is its `type` when it has one."""
     return Problem(
-        type=ABOUT_BLANK,
+        type=kind or ABOUT_BLANK,
         title=_TITLES.get(status, "Error"),
         status=status,
         detail=detail,
@@ -130,9 +131,10 @@ def problem_response(
     *,
     errors: list[FieldError] | None = None,
     headers: dict[str, str] | None = None,
+    kind: str | None = None,
 ) -> Response[Problem]:
     return Response(
-        problem(status, detail, instance=request.scope["path"], errors=errors),
+        problem(status, detail, instance=request.scope["path"], errors=errors, kind=kind),
         status_code=status,
         media_type=PROBLEM_JSON,
         headers=headers,
@@ -150,7 +152,7 @@ def status_of(error: type[GeminiError]) -> int:
 def problem_for(exc: GeminiError) -> Problem:
     """The body ``handle_core_error`` would answer, for an error that arrives after
     a response has started (an ``error`` event in a stream)."""
-    return problem(status_of(type(exc)), exc.detail)
+    return problem(status_of(type(exc)), exc.detail, kind=exc.kind)
 
 
 def handle_core_error(request: Request[Any, Any, Any], exc: GeminiError) -> Response[Problem]:
@@ -165,7 +167,9 @@ def handle_core_error(request: Request[Any, Any, Any], exc: GeminiError) -> Resp
         errors = [FieldError(field=exc.field, message=exc.detail)]
     if status >= 500:
         log.warning("%s: %s", type(exc).__name__, exc.detail)
-    return problem_response(request, status, exc.detail, errors=errors, headers=headers)
+    return problem_response(
+        request, status, exc.detail, errors=errors, headers=headers, kind=exc.kind
+    )
 
 
 _MISSING = re.compile(r"Object missing required field `([^`]+)`")

@@ -151,6 +151,7 @@ async def test_chats_are_created_listed_changed_and_deleted(api: Api) -> None:
         "created_at",
         "updated_at",
         "message_count",
+        "current_message_id",
     }
     assert (created["title"], created["model"], created["system_prompt"]) == (
         "Plans",
@@ -576,3 +577,114 @@ async def test_a_client_leaving_mid_stream_cancels_the_model_call(
     question, answer = stored
     assert question.content == "Tell me everything"
     assert (answer.status.value, answer.content) == ("failed", "Partial answer")
+
+
+# --- branches ---------------------------------------------------------------------------
+
+
+def sent_texts(model: GeminiStandIn) -> list[str]:
+    """The texts of the turns the model was last sent."""
+    body = model.bodies()[-1]
+    return [part["text"] for turn in body["contents"] for part in turn["parts"] if "text" in part]
+
+
+async def test_editing_a_question_branches_and_the_old_answers_stay_reachable(api: Api) -> None:
+    ann = await api.sign_in("ann")
+    chat = await api.new_chat(ann)
+    api.model.plan(*(Reply(pieces=(f"answer {n}",)) for n in (1, 2, 3, 4)))
+    turns = []
+    for question in ("one", "two", "three"):
+        response = await api.send(ann, chat["id"], question)
+        assert response.status_code == 201, response.text
+        turns.append(response.json())
+    first_answer = turns[0]["assistant_message"]
+    old_question = turns[1]["user_message"]
+    assert old_question["parent_id"] == first_answer["id"]
+
+    edited = await api.send(ann, chat["id"], "two, better", parent_id=first_answer["id"])
+    assert edited.status_code == 201, edited.text
+    assert sent_texts(api.model) == ["one", "answer 1", "two, better"]
+    new_question = edited.json()["user_message"]
+    assert new_question["siblings"] == [old_question["id"], new_question["id"]]
+
+    shown = await api.client.get(f"/chats/{chat['id']}", headers=ann)
+    body = shown.json()
+    assert body["current_message_id"] == edited.json()["assistant_message"]["id"]
+    assert body["message_count"] == 8
+    assert [m["content"] for m in body["messages"]] == [
+        "one",
+        "answer 1",
+        "two, better",
+        "answer 4",
+    ]
+    assert body["messages"][2]["siblings"] == [old_question["id"], new_question["id"]]
+
+    # The old branch, by its question: down to its newest leaf.
+    back = await api.client.put(
+        f"/chats/{chat['id']}/current", json={"message_id": old_question["id"]}, headers=ann
+    )
+    assert back.status_code == 200, back.text
+    assert [m["content"] for m in back.json()["messages"]] == [
+        "one",
+        "answer 1",
+        "two",
+        "answer 2",
+        "three",
+        "answer 3",
+    ]
+    page = await api.client.get(f"/chats/{chat['id']}/messages?limit=2", headers=ann)
+    assert [m["content"] for m in page.json()["items"]] == ["three", "answer 3"]
+
+
+async def test_regenerating_twice_and_switching_between_the_three_answers(api: Api) -> None:
+    ann = await api.sign_in("ann")
+    chat = await api.new_chat(ann)
+    api.model.plan(Reply(pieces=("first",)), Reply(pieces=("second",)), Reply(pieces=("third",)))
+    first = (await api.send(ann, chat["id"], "Hi")).json()["assistant_message"]
+    url = f"/chats/{chat['id']}/messages/{first['id']}/regenerate"
+    second = await api.client.post(url, headers=ann)
+    assert second.status_code == 201, second.text
+    assert set(second.json()) == {"assistant_message"}
+    streamed = await api.client.post(
+        f"/chats/{chat['id']}/messages/{first['parent_id']}/regenerate",
+        json={},
+        headers={**ann, "Accept": "text/event-stream"},
+    )
+    assert streamed.status_code == 200, streamed.text
+    events = parse_events(streamed.text)
+    assert [name for name, _ in events] == ["delta", "done"]
+    third = events[-1][1]
+    assert third["content"] == "third"
+    answers = [first["id"], second.json()["assistant_message"]["id"], third["id"]]
+    assert third["siblings"] == answers
+    for answer_id, text in zip(answers, ("first", "second", "third"), strict=True):
+        switched = await api.client.put(
+            f"/chats/{chat['id']}/current", json={"message_id": answer_id}, headers=ann
+        )
+        assert switched.json()["current_message_id"] == answer_id
+        assert switched.json()["messages"][-1]["content"] == text
+
+
+async def test_branch_refusals_are_problems_and_store_nothing(api: Api) -> None:
+    ann, bob = await api.sign_in("ann"), await api.sign_in("bob")
+    mine, other = await api.new_chat(ann), await api.new_chat(ann)
+    theirs = await api.new_chat(bob)
+    elsewhere = (await api.send(ann, other["id"], "elsewhere")).json()["assistant_message"]
+    assert_problem(await api.send(ann, mine["id"], "x", parent_id=elsewhere["id"]), 404)
+    assert_problem(await api.send(ann, mine["id"], "x", model="gpt-9"), 422)
+    for url in (
+        f"/chats/{mine['id']}/messages/{elsewhere['id']}/regenerate",
+        f"/chats/{theirs['id']}/messages/{elsewhere['id']}/regenerate",
+    ):
+        assert_problem(await api.client.post(url, headers=ann), 404)
+    moved = await api.client.put(
+        f"/chats/{mine['id']}/current", json={"message_id": elsewhere["id"]}, headers=ann
+    )
+    assert_problem(moved, 404)
+    assert_problem(
+        await api.client.put(
+            f"/chats/{other['id']}/current", json={"message_id": elsewhere["id"]}, headers=bob
+        ),
+        404,
+    )
+    assert await api.messages(ann, mine["id"]) == []

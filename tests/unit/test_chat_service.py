@@ -733,7 +733,8 @@ async def test_editing_a_question_starts_a_branch_the_model_sees_alone(world: Wo
     a2 = await answer(world, chat_id, "two")
     a3 = await answer(world, chat_id, "three")
     q2 = await world.repos.messages.get(world.ann, chat_id, a2.parent_id or 0)
-    assert q2 is not None and q2.parent_id == a1.id
+    assert q2 is not None
+    assert q2.parent_id == a1.id
 
     edited = await answer(world, chat_id, "two, better", parent_id=a1.id)
     sent = [turn.text for turn in world.llm.requests[-1].turns]

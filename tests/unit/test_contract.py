@@ -171,7 +171,7 @@ async def test_options_names_every_documented_method_of_a_path(
         for path, item in document["paths"].items():
             concrete = path.replace("{chat_id}", "1").replace("{user_id}", "1")
             concrete = concrete.replace("{session_id}", "1").replace("{file_id}", "1")
-            concrete = concrete.replace("{filename}", "a.png")
+            concrete = concrete.replace("{filename}", "a.png").replace("{message_id}", "1")
             response = await client.options(concrete)
             assert response.status_code == 204, path
             allowed = {m.strip() for m in response.headers["allow"].split(",")}
