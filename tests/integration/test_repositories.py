@@ -635,6 +635,11 @@ async def test_messages_page_backwards_oldest_first_within_a_page(repos: Repos) 
     assert await page(sent[6], limit=100, inclusive=True) == sent
     assert await page(sent[4], limit=2, inclusive=True) == sent[3:5]
     assert await page(other.id + 10_000, inclusive=True) == []  # not a message of the chat
+    for beyond in (2**63, -(2**63) - 1):  # not a bigint: refused, as PostgreSQL does
+        with pytest.raises(InvalidInputError):
+            await page(beyond)
+        with pytest.raises(InvalidInputError):
+            await repos.messages.get(ann.id, chat.id, beyond)
 
 
 async def test_messages_form_a_tree_and_the_chat_follows_its_newest_message(

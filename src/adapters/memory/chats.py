@@ -6,7 +6,7 @@ import builtins
 from dataclasses import replace
 from datetime import datetime
 
-from adapters.memory.store import StoreRepository, check_page, contains, utc
+from adapters.memory.store import StoreRepository, check_bigint, check_page, contains, utc
 from gemini_core.entities import Chat, ChatChanges, ChatCursor, Message, NewChat, NewMessage
 from gemini_core.errors import InvalidInputError, NotFoundError
 from gemini_core.ports import SearchHit
@@ -85,6 +85,7 @@ class InMemoryChatRepository(StoreRepository):
         return updated
 
     async def select_branch(self, user_id: int, chat_id: int, message_id: int) -> Chat | None:
+        check_bigint(message_id)
         chat = await self.get(user_id, chat_id)
         message = self._store.messages.get(message_id)
         if chat is None or message is None or message.chat_id != chat_id:
@@ -142,6 +143,7 @@ class InMemoryMessageRepository(StoreRepository):
         return self._with_siblings(stored)
 
     async def get(self, user_id: int, chat_id: int, message_id: int) -> Message | None:
+        check_bigint(message_id)
         message = self._store.messages.get(message_id)
         if message is None or message.chat_id != chat_id or message.user_id != user_id:
             return None
@@ -151,6 +153,7 @@ class InMemoryMessageRepository(StoreRepository):
         self, user_id: int, chat_id: int, *, ending_at: int, limit: int, inclusive: bool = True
     ) -> builtins.list[Message]:
         check_page(limit=limit)
+        check_bigint(ending_at)
         found = await self.get(user_id, chat_id, ending_at)
         path: builtins.list[Message] = []
         at = found.id if found is not None else None

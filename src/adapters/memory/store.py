@@ -67,5 +67,11 @@ def check_page(*, limit: int, offset: int = 0) -> None:
         raise InvalidInputError("A value is out of the allowed range.")
 
 
+def check_bigint(*values: int | None) -> None:
+    """PostgreSQL refuses an id beyond a bigint's range; so do we."""
+    if any(v is not None and not -(2**63) <= v < 2**63 for v in values):
+        raise InvalidInputError("A value is out of the allowed range.")
+
+
 def contains(haystack: str | None, needle: str) -> bool:
     return haystack is not None and needle.lower() in haystack.lower()

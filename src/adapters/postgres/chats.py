@@ -153,16 +153,17 @@ _GET_MESSAGE = (
     "SELECT"
     + _message_columns("m")
     + "FROM messages AS m"
-    + " WHERE m.id = %(id)s AND m.chat_id = %(chat_id)s AND m.user_id = %(user_id)s"
+    + " WHERE m.id = %(id)s::bigint AND m.chat_id = %(chat_id)s AND m.user_id = %(user_id)s"
 )
 
 # Up from ``ending_at`` by parent, at most ``limit`` steps (the outer LIMIT stops
-# the recursion), then turned oldest first.
+# the recursion), then turned oldest first. Ids are cast to bigint, so one out
+# of its range is refused (422) rather than quietly matching nothing.
 _BRANCH = (
     """
 WITH RECURSIVE up(id, parent_id, depth) AS (
     SELECT m.id, m.parent_id, 0 FROM messages AS m
-    WHERE m.id = %(ending_at)s AND m.chat_id = %(chat_id)s AND m.user_id = %(user_id)s
+    WHERE m.id = %(ending_at)s::bigint AND m.chat_id = %(chat_id)s AND m.user_id = %(user_id)s
   UNION ALL
     SELECT m.id, m.parent_id, up.depth + 1
     FROM up JOIN messages AS m ON m.id = up.parent_id
@@ -184,7 +185,7 @@ WITH RECURSIVE chat AS (
 ),
 down(id) AS (
     SELECT m.id FROM messages AS m, chat
-    WHERE m.id = %(message_id)s AND m.chat_id = chat.id
+    WHERE m.id = %(message_id)s::bigint AND m.chat_id = chat.id
   UNION ALL
     SELECT child.id FROM down,
     LATERAL (SELECT c.id FROM messages AS c
