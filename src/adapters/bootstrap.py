@@ -91,6 +91,7 @@ __all__ = [
     "CoreConfig",
     "DatabaseConfig",
     "LlmConfig",
+    "LlmModel",
     "RecordingMailer",
     "RecordingTelemetry",
     "Services",
@@ -128,9 +129,25 @@ class SmtpConfig:
     security: SmtpSecurity = "starttls"
 
 
+LlmProvider = Literal["gemini", "openai", "echo"]
+
+
+@dataclass(frozen=True, slots=True)
+class LlmModel:
+    """A model and the provider that serves it."""
+
+    id: str
+    """The model's name, as the chats and the core's ``LlmRequest`` know it."""
+    provider: LlmProvider
+
+
 @dataclass(frozen=True, slots=True)
 class LlmConfig:
-    provider: Literal["gemini", "openai", "echo"] = "echo"
+    provider: LlmProvider = "echo"
+    """The default provider: it serves every model ``models`` does not name."""
+    models: tuple[LlmModel, ...] = ()
+    """Which provider serves each model (``ChatRules.models`` says which a chat
+    may pick); one deployment may offer several providers' models side by side."""
     google_api_key: str | None = None
     gemini_base_url: str | None = None
     """Another address for Google's API (a proxy, or a stand-in in tests)."""
@@ -348,15 +365,30 @@ def _storage(config: StorageConfig) -> FileStorage:
 
 
 def llm_client(config: LlmConfig) -> LlmClient:
-    """The configured model client. Each provider's module (and SDK) is
-    imported only when that provider is used."""
-    if config.provider == "gemini":
+    """The model client: the default provider's, or, when ``config.models``
+    names others, one that sends each call to its model's provider. Each
+    provider's client is built once, and its module (and SDK) imported only
+    when that provider is used."""
+    clients = {config.provider: _provider_client(config.provider, config)}
+    for model in config.models:
+        if model.provider not in clients:
+            clients[model.provider] = _provider_client(model.provider, config)
+    if len(clients) == 1:
+        return clients[config.provider]
+    from adapters.llm.routing import RoutingLlmClient
+
+    routes = {model.id: clients[model.provider] for model in config.models}
+    return RoutingLlmClient(routes, fallback=clients[config.provider])
+
+
+def _provider_client(provider: LlmProvider, config: LlmConfig) -> LlmClient:
+    if provider == "gemini":
         from adapters.llm.gemini import GeminiLlmClient
 
         if config.google_api_key is None:
             raise ValueError("the Gemini provider needs an API key")
         return GeminiLlmClient(api_key=config.google_api_key, base_url=config.gemini_base_url)
-    if config.provider == "openai":
+    if provider == "openai":
         from adapters.llm.openai import OpenAiCompatibleLlmClient
 
         if config.openai_base_url is None:

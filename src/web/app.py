@@ -25,6 +25,7 @@ from web.health import HealthController
 from web.json_body import JsonBodyRequest
 from web.logs import configure_logging
 from web.metrics import Metrics
+from web.models import ModelsController
 from web.principal import signed_in_first
 from web.problems import EXCEPTION_HANDLERS
 from web.settings import Settings, load_settings
@@ -69,6 +70,7 @@ def create_app(container: Container | None = None, *, settings: Settings | None 
             FilesController,
             ChatsController,
             SearchController,
+            ModelsController,
             *([docs_router()] if docs else []),
         ],
         lifespan=[lifespan, *edge.lifespans(slot, recorder)],
@@ -79,7 +81,9 @@ def create_app(container: Container | None = None, *, settings: Settings | None 
         dependencies={"container": Provide(slot.get, sync_to_thread=False)},
         guards=[signed_in_first(slot.get)],
         exception_handlers=EXCEPTION_HANDLERS,
-        openapi_config=openapi_config(composition.app_version(), settings.llm_models)
+        openapi_config=openapi_config(
+            composition.app_version(), [offer.id for offer in settings.models]
+        )
         if docs
         else None,
         # Logging is configured above; Litestar's default would replace it.

@@ -22,6 +22,7 @@ from adapters.bootstrap import (
     CoreConfig,
     DatabaseConfig,
     LlmConfig,
+    LlmModel,
     Services,
     SmtpConfig,
     StorageConfig,
@@ -75,6 +76,7 @@ def core_config(settings: Settings) -> CoreConfig:
         ),
         llm=LlmConfig(
             provider=s.llm_provider,
+            models=tuple(LlmModel(offer.id, offer.provider) for offer in s.models),
             google_api_key=s.google_api_key,
             gemini_base_url=s.gemini_base_url,
             openai_base_url=s.openai_base_url,
@@ -91,7 +93,7 @@ def core_config(settings: Settings) -> CoreConfig:
         ),
         redis_url=s.redis_url,
         chats=ChatRules(
-            models=s.llm_models,
+            models=tuple(offer.id for offer in s.models),
             max_history_messages=s.llm_max_history_messages,
             timeout_seconds=s.llm_timeout_seconds,
             # The offline model would only echo the request for a title back.

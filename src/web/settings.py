@@ -24,7 +24,7 @@ import msgspec
 from dotenv.parser import parse_stream
 from msgspec import Meta
 
-__all__ = ["Settings", "SettingsError", "load_settings"]
+__all__ = ["ModelOffer", "Provider", "Settings", "SettingsError", "load_settings"]
 
 Port = Annotated[int, Meta(ge=1, le=65535)]
 Count = Annotated[int, Meta(ge=1)]
@@ -47,6 +47,9 @@ RedisUrl = Annotated[
     str,
     Meta(pattern=r"(?i)^(rediss?|unix)://.", description="a redis://, rediss:// or unix:// URL"),
 ]
+
+Provider = Literal["gemini", "openai", "echo"]
+PROVIDERS: tuple[Provider, ...] = get_args(Provider)
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
@@ -71,6 +74,14 @@ class SettingsError(Exception):
         self.variable = variable
         self.problem = problem
         self.errors: tuple[SettingsError, ...] = (self, *others)
+
+
+class ModelOffer(msgspec.Struct, frozen=True):
+    """A model a chat may pick: its `id` (what a chat stores and a request names, the
+    model's own name) and the provider that serves it."""
+
+    id: str
+    provider: Provider
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -111,14 +122,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     otp_resend_cooldown_seconds: Annotated[int, Meta(ge=0)] = 60
     otp_max_per_hour: Count = 5
 
-    llm_provider: Literal["gemini", "openai", "echo"] = "echo"  # gemini with GOOGLE_API_KEY
+    llm_provider: Provider = "echo"  # gemini with GOOGLE_API_KEY
     google_api_key: str | None = None
     gemini_model: str = "gemini-2.5-flash"
     gemini_base_url: HttpUrl | None = None
     openai_base_url: HttpUrl | None = None
     openai_api_key: str | None = None
     openai_model: str | None = None
-    llm_models: tuple[str, ...] = ()  # the default model is always added first
+    llm_models: tuple[str, ...] = ()  # [provider:]model, as given; see `models`
     llm_timeout_seconds: Seconds = 60.0
     llm_max_history_messages: Count = 50
 
@@ -186,6 +197,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             return self.openai_model or ""
         return "echo"
 
+    @property
+    def models(self) -> tuple[ModelOffer, ...]:
+        """The models a chat may pick, the default model first, then `LLM_MODELS` in order."""
+        return _model_offers(self)[0]
+
     def _safe_items(self) -> Iterator[tuple[str, Any]]:
         """The fields, with secrets and URL passwords masked: they must never reach a log."""
         for name in self.__struct_fields__:
@@ -249,10 +265,48 @@ def load_settings(
         first, *others = (SettingsError(*item) for item in problems.items())
         raise SettingsError(first.variable, first.problem, *others)
     return msgspec.structs.replace(
-        settings,
-        secret_key=settings.secret_key or _persistent_secret_key(settings.data_dir),
-        llm_models=tuple(dict.fromkeys((settings.default_model, *settings.llm_models))),
+        settings, secret_key=settings.secret_key or _persistent_secret_key(settings.data_dir)
     )
+
+
+def _model_offers(s: Settings) -> tuple[tuple[ModelOffer, ...], list[str]]:
+    """The models on offer, the default first, and what is wrong with `LLM_MODELS`.
+
+    An entry is `provider:model` (the provider's name in any case; the model's name may hold
+    colons of its own, as Ollama's `llama3.2:3b`) or a bare `model` of `LLM_PROVIDER`. A model
+    is known by its own name, so two providers may not offer the same one.
+    """
+    offers: dict[str, ModelOffer] = {}
+    if s.default_model:
+        offers[s.default_model] = ModelOffer(s.default_model, s.llm_provider)
+    problems = []
+    for entry in s.llm_models:
+        prefix, colon, name = entry.partition(":")
+        if not colon:
+            offer = ModelOffer(entry, s.llm_provider)
+        elif (provider := _provider_named(prefix)) is not None:
+            offer = ModelOffer(name.strip(), provider)
+        else:
+            problems.append(
+                f"unknown provider {_show(prefix)} in {_show(entry)}; expected "
+                f"{', '.join(PROVIDERS)} before the colon (a model whose name has a colon "
+                f"is written with its provider first: {s.llm_provider}:{entry})"
+            )
+            continue
+        if not offer.id:
+            problems.append(f"{_show(entry)} names no model after its provider")
+            continue
+        known = offers.setdefault(offer.id, offer)
+        if known.provider != offer.provider:
+            problems.append(
+                f"{_show(offer.id)} is offered by both {known.provider} and {offer.provider}; "
+                "a model is chosen by its name, so the names must differ"
+            )
+    return tuple(offers.values()), problems
+
+
+def _provider_named(name: str) -> Provider | None:
+    return next((provider for provider in PROVIDERS if provider == name.strip().lower()), None)
 
 
 def _rule_breaches(s: Settings, *, provider_given: bool) -> Iterator[tuple[str, str]]:
@@ -263,9 +317,19 @@ def _rule_breaches(s: Settings, *, provider_given: bool) -> Iterator[tuple[str, 
     if (s.admin_email is None) != (s.admin_password is None):
         missing = "ADMIN_PASSWORD" if s.admin_password is None else "ADMIN_EMAIL"
         yield missing, "ADMIN_EMAIL and ADMIN_PASSWORD must be set together"
+    offers, model_problems = _model_offers(s)
+    yield from (("LLM_MODELS", problem) for problem in model_problems)
+    # Each provider a model uses needs its settings, whether it is the default or not.
+    for variable, value, provider in (
+        ("GOOGLE_API_KEY", s.google_api_key, "gemini"),
+        ("OPENAI_BASE_URL", s.openai_base_url, "openai"),
+    ):
+        named = next((offer for offer in offers if offer.provider == provider), None)
+        if value is None and provider == s.llm_provider:
+            yield variable, f"must be set when LLM_PROVIDER={provider}"
+        elif value is None and named is not None:
+            yield variable, f"must be set when LLM_MODELS names {provider}:{named.id}"
     for variable, value, chooser, choice in (
-        ("GOOGLE_API_KEY", s.google_api_key, "LLM_PROVIDER", "gemini"),
-        ("OPENAI_BASE_URL", s.openai_base_url, "LLM_PROVIDER", "openai"),
         ("OPENAI_MODEL", s.openai_model, "LLM_PROVIDER", "openai"),
         ("S3_BUCKET", s.s3_bucket, "STORAGE_BACKEND", "s3"),
     ):

@@ -1,7 +1,8 @@
 """The chat routes end to end with the other two model adapters: an
 OpenAI-compatible server (a local stand-in of /v1/chat/completions, reached by
-the real adapter over HTTP) and the offline echo model. The Gemini adapter's
-run of the same routes is test_chats.py."""
+the real adapter over HTTP) and the offline echo model, each alone and then
+both in one deployment (`LLM_MODELS` with provider prefixes, `GET /models`).
+The Gemini adapter's run of the same routes is test_chats.py."""
 
 from __future__ import annotations
 
@@ -183,3 +184,59 @@ async def test_the_offline_model_answers_and_streams_in_pieces(
     assert names[0] == "user_message"
     assert names[-1] == "done"
     assert names.count("delta") >= 3
+
+
+# --- several providers in one deployment ---------------------------------------------
+
+
+@pytest.fixture
+async def mixed_api(
+    tmp_path: Path, database_url: str, openai_model: OpenAiStandIn
+) -> AsyncIterator[tuple[AsyncTestClient[Litestar], dict[str, str]]]:
+    env = base_env(tmp_path, database_url) | {
+        "LLM_PROVIDER": "echo",
+        "OPENAI_BASE_URL": openai_model.url,
+        "LLM_MODELS": "openai:local-model",
+    }
+    async for pair in client_for(env):
+        yield pair
+
+
+async def test_one_deployment_answers_each_chat_from_its_models_provider(
+    mixed_api: tuple[AsyncTestClient[Litestar], dict[str, str]], openai_model: OpenAiStandIn
+) -> None:
+    client, auth = mixed_api
+    assert (await client.get("/models")).status_code == 401
+    listed = await client.get("/models", headers=auth)
+    assert listed.status_code == 200
+    assert listed.json() == {
+        "items": [
+            {"id": "echo", "provider": "echo", "default": True},
+            {"id": "local-model", "provider": "openai", "default": False},
+        ]
+    }
+
+    # Titled chats: no title call reaches a model, so every call below is an answer.
+    local = (
+        await client.post("/chats", json={"title": "l", "model": "local-model"}, headers=auth)
+    ).json()
+    offline = (await client.post("/chats", json={"title": "o"}, headers=auth)).json()
+    assert (local["model"], offline["model"]) == ("local-model", "echo")
+
+    answered = await client.post(
+        f"/chats/{local['id']}/messages", json={"content": "Hi"}, headers=auth
+    )
+    assert answered.status_code == 201, answered.text
+    answer = answered.json()["assistant_message"]
+    assert (answer["content"], answer["model"]) == ("Hello, world!", "local-model")
+    assert [r.body["model"] for r in openai_model.requests] == ["local-model"]
+
+    echoed = await client.post(
+        f"/chats/{offline['id']}/messages", json={"content": "Plan a trip"}, headers=auth
+    )
+    assert echoed.status_code == 201, echoed.text
+    answer = echoed.json()["assistant_message"]
+    assert answer["model"] == "echo"
+    assert "offline echo model" in answer["content"]
+    assert "Plan a trip" in answer["content"]
+    assert len(openai_model.requests) == 1  # the stand-in never heard of it

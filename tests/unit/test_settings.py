@@ -17,7 +17,7 @@ from litestar import Litestar, get
 from litestar.testing import AsyncTestClient
 
 from web.edge import cors_config
-from web.settings import Settings, SettingsError, load_settings
+from web.settings import ModelOffer, Settings, SettingsError, load_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # A key given explicitly, so that property tests never touch the disk.
@@ -83,7 +83,8 @@ def test_defaults_follow_the_configuration_spec(tmp_path: Path) -> None:
     ) == (600, 5, 60, 5)
     assert settings.llm_provider == "echo"
     assert settings.default_model == "echo"
-    assert settings.llm_models == ("echo",)
+    assert settings.llm_models == ()
+    assert settings.models == (ModelOffer("echo", "echo"),)
     assert settings.gemini_model == "gemini-2.5-flash"
     assert settings.gemini_base_url is None
     assert settings.llm_timeout_seconds == 60
@@ -112,7 +113,7 @@ def test_google_api_key_selects_gemini_and_its_model() -> None:
 
     assert settings.llm_provider == "gemini"
     assert settings.default_model == "gemini-2.5-flash"
-    assert settings.llm_models == ("gemini-2.5-flash",)
+    assert settings.models == (ModelOffer("gemini-2.5-flash", "gemini"),)
 
 
 def test_llm_models_always_allow_the_default_model_first() -> None:
@@ -122,7 +123,7 @@ def test_llm_models_always_allow_the_default_model_first() -> None:
         LLM_MODELS="gemini-2.5-flash, gemini-2.5-pro,,gemini-2.5-flash",
     )
 
-    assert settings.llm_models == ("gemini-2.5-pro", "gemini-2.5-flash")
+    assert [offer.id for offer in settings.models] == ["gemini-2.5-pro", "gemini-2.5-flash"]
 
 
 def test_openai_provider_needs_its_base_url_and_model() -> None:
@@ -136,11 +137,102 @@ def test_openai_provider_needs_its_base_url_and_model() -> None:
     )
     assert settings.llm_provider == "openai"
     assert settings.default_model == "llama"
-    assert settings.llm_models == ("llama",)
+    assert settings.models == (ModelOffer("llama", "openai"),)
 
 
 def test_gemini_provider_needs_an_api_key() -> None:
     assert refused(LLM_PROVIDER="gemini").variable == "GOOGLE_API_KEY"
+
+
+# --- several providers -------------------------------------------------------
+
+OLLAMA = "http://127.0.0.1:11434/v1"
+
+
+def test_llm_models_entries_may_name_their_provider() -> None:
+    settings = load(
+        GOOGLE_API_KEY="AIza-test",
+        OPENAI_BASE_URL=OLLAMA,
+        LLM_MODELS="gemini-2.5-pro, OpenAI:llama3.2, echo:echo, openai:qwen2.5:7b-instruct",
+    )
+
+    assert settings.llm_provider == "gemini"
+    assert settings.models == (
+        ModelOffer("gemini-2.5-flash", "gemini"),  # the default, first
+        ModelOffer("gemini-2.5-pro", "gemini"),  # no prefix: LLM_PROVIDER's
+        ModelOffer("llama3.2", "openai"),
+        ModelOffer("echo", "echo"),
+        ModelOffer("qwen2.5:7b-instruct", "openai"),  # a colon of the model's own
+    )
+
+
+def test_an_entry_without_a_prefix_belongs_to_the_default_provider() -> None:
+    settings = load(
+        LLM_PROVIDER="openai",
+        OPENAI_BASE_URL=OLLAMA,
+        OPENAI_MODEL="llama3.2",
+        LLM_MODELS="mistral, echo:echo, llama3.2, openai:llama3.2",
+    )
+
+    assert settings.models == (
+        ModelOffer("llama3.2", "openai"),
+        ModelOffer("mistral", "openai"),
+        ModelOffer("echo", "echo"),
+    )
+
+
+def test_an_unknown_provider_prefix_names_llm_models() -> None:
+    error = refused(LLM_MODELS="echo:echo, antrhopic:claude")
+
+    assert error.variable == "LLM_MODELS"
+    assert "unknown provider 'antrhopic'" in error.problem
+    assert "gemini, openai, echo" in error.problem
+    # A model name with a colon, given bare, is read as a provider prefix: say how to write it.
+    error = refused(
+        LLM_PROVIDER="openai", OPENAI_BASE_URL=OLLAMA, OPENAI_MODEL="m", LLM_MODELS="llama3.2:3b"
+    )
+    assert error.variable == "LLM_MODELS"
+    assert "openai:llama3.2:3b" in error.problem
+    assert refused(LLM_MODELS="openai:").variable == "LLM_MODELS"
+
+
+def test_a_provider_named_in_llm_models_needs_its_settings() -> None:
+    error = refused(LLM_MODELS="gemini:gemini-2.5-pro")
+    assert str(error) == "GOOGLE_API_KEY: must be set when LLM_MODELS names gemini:gemini-2.5-pro"
+    error = refused(LLM_MODELS="openai:llama3.2")
+    assert str(error) == "OPENAI_BASE_URL: must be set when LLM_MODELS names openai:llama3.2"
+    # Not OPENAI_MODEL: the entry names the model; that is only the default's.
+    assert load(OPENAI_BASE_URL=OLLAMA, LLM_MODELS="openai:llama3.2").models == (
+        ModelOffer("echo", "echo"),
+        ModelOffer("llama3.2", "openai"),
+    )
+
+
+def test_every_missing_provider_setting_is_named_at_once() -> None:
+    error = refused(LLM_MODELS="gemini:gemini-2.5-pro, openai:llama3.2, mystery:model")
+
+    assert [e.variable for e in error.errors] == [
+        "LLM_MODELS",
+        "GOOGLE_API_KEY",
+        "OPENAI_BASE_URL",
+    ]
+
+
+def test_two_providers_may_not_offer_the_same_model_name() -> None:
+    error = refused(OPENAI_BASE_URL=OLLAMA, LLM_MODELS="openai:echo")
+    assert error.variable == "LLM_MODELS"
+    assert "'echo' is offered by both echo and openai" in error.problem
+
+    error = refused(
+        GOOGLE_API_KEY="AIza-test", OPENAI_BASE_URL=OLLAMA, LLM_MODELS="llama, openai:llama"
+    )
+    assert "'llama' is offered by both gemini and openai" in error.problem
+
+
+def test_the_same_entry_twice_is_one_model() -> None:
+    settings = load(LLM_MODELS="echo, echo:echo, ECHO:echo")
+
+    assert settings.models == (ModelOffer("echo", "echo"),)
 
 
 def test_s3_storage_needs_a_bucket() -> None:

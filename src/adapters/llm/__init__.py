@@ -1,5 +1,5 @@
 """``LlmClient`` adapters: Gemini (google-genai), any OpenAI-compatible server,
-and the offline echo model.
+the offline echo model, and a router that sends each call to its model's provider.
 
 Each is imported on first use (``from adapters.llm import GeminiLlmClient``
 loads google-genai then, not before), so a program using only the offline
@@ -15,13 +15,15 @@ if TYPE_CHECKING:
     from adapters.llm.echo import EchoLlmClient
     from adapters.llm.gemini import GeminiLlmClient
     from adapters.llm.openai import OpenAiCompatibleLlmClient
+    from adapters.llm.routing import RoutingLlmClient
 
-__all__ = ["EchoLlmClient", "GeminiLlmClient", "OpenAiCompatibleLlmClient"]
+__all__ = ["EchoLlmClient", "GeminiLlmClient", "OpenAiCompatibleLlmClient", "RoutingLlmClient"]
 
 _MODULES = {
     "EchoLlmClient": "adapters.llm.echo",
     "GeminiLlmClient": "adapters.llm.gemini",
     "OpenAiCompatibleLlmClient": "adapters.llm.openai",
+    "RoutingLlmClient": "adapters.llm.routing",
 }
 
 
