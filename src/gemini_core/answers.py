@@ -156,6 +156,9 @@ class AnswerSettings:
     max_history_messages: int
     timeout_seconds: float
     model_titles: bool
+    title_model: str = ""
+    """The model that writes titles (the deployment's default): a chat on an
+    offline or small model still gets a title from the main one."""
 
 
 class Answerer:
@@ -393,7 +396,7 @@ class Answerer:
             await self._chats.update(chat.user_id, chat.id, ChatChanges(title=title))
 
     async def _model_title(self, chat: Chat, question: str, answer: Message) -> str:
-        model = answer.model or chat.model
+        model = self._settings.title_model or answer.model or chat.model
         conversation = f"User: {question[:2000]}\n\nAssistant: {answer.content[:2000]}"
         request = LlmRequest(
             model=model,

@@ -99,7 +99,7 @@ class ChatRules:
     """Messages sent to the model per call, the new one included."""
     timeout_seconds: float = 60.0
     model_titles: bool = True
-    """Ask the model for titles; else a chat is titled with its first words."""
+    """Ask the default model for titles; else a chat is titled with its first words."""
     shutdown_grace_seconds: float = 10.0
     """What background work (stores, titles) gets at ``aclose`` before it is cancelled."""
 
@@ -172,6 +172,7 @@ class ChatService:
                 max_history_messages=rules.max_history_messages,
                 timeout_seconds=rules.timeout_seconds,
                 model_titles=rules.model_titles,
+                title_model=rules.default_model,
             ),
             tasks=self._tasks,
             telemetry=telemetry,

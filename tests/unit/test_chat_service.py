@@ -457,6 +457,16 @@ async def test_an_untitled_chat_is_titled_by_the_model_after_the_answer(titling:
     assert len(titling.llm.requests) == 3, "a titled chat asks for no title"
 
 
+async def test_titles_come_from_the_default_model_whatever_the_chat_uses(
+    titling: World,
+) -> None:
+    chat_id = await titling.chat(model="model-b")
+    titling.llm.will(Script(), Script(pieces=("A title",)))
+    await answer(titling, chat_id, "Hello")
+    await titling.service.settle()
+    assert [r.model for r in titling.llm.requests] == ["model-b", "model-a"]
+
+
 async def test_a_failed_title_call_falls_back_to_the_first_words(titling: World) -> None:
     chat_id = await titling.chat()
     titling.llm.will(Script(), Script(error=UpstreamError("no")))
