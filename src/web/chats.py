@@ -223,6 +223,34 @@ async def exchange_events(
 # --- the routes -----------------------------------------------------------------------
 
 
+def answering(
+    stored: type[msgspec.Struct],
+    description: str,
+    events: dict[str, type[msgspec.Struct]],
+    *,
+    example: Any,
+) -> dict[str, Any]:
+    """What a route that gets an answer from the model says of itself: JSON (201)
+    or, with `Accept: text/event-stream`, 200 and ``events``."""
+    named = ", ".join(f"`{name}`" for name in events)
+    return {
+        "opt": documents(
+            raises=[AnswerInProgressError, UpstreamError, UpstreamTimeoutError, UpstreamQuotaError],
+            example=example,
+            events=events,
+        ),
+        "responses": {
+            HTTP_201_CREATED: ResponseSpec(data_container=stored, description=description),
+            HTTP_200_OK: ResponseSpec(
+                data_container=str,
+                media_type=EVENT_STREAM,
+                description=f"With `Accept: text/event-stream`: the events {named} "
+                "(`delta` once per piece of the answer; `done` or `error` last).",
+            ),
+        },
+    }
+
+
 class ChatsController(Controller):
     path = "/chats"
     tags = ["chats"]  # noqa: RUF012  (Litestar reads class attributes)
@@ -324,22 +352,12 @@ class ChatsController(Controller):
         "/{chat_id:int}/messages",
         status_code=HTTP_201_CREATED,
         operation_id="sendMessage",
-        opt=documents(
-            raises=[AnswerInProgressError, UpstreamError, UpstreamTimeoutError, UpstreamQuotaError],
+        **answering(
+            ExchangeOut,
+            "The question and its stored answer.",
+            STREAM_EVENTS,
             example={"content": "What should I see in Lisbon in one day?", "file_ids": []},
-            events=STREAM_EVENTS,
         ),
-        responses={
-            HTTP_201_CREATED: ResponseSpec(
-                data_container=ExchangeOut, description="The question and its stored answer."
-            ),
-            HTTP_200_OK: ResponseSpec(
-                data_container=str,
-                media_type=EVENT_STREAM,
-                description="With `Accept: text/event-stream`: the events `user_message`, "
-                "`delta` (one per piece of the answer), then `done` or `error`.",
-            ),
-        },
     )
     async def send_message(
         self,
@@ -379,22 +397,7 @@ class ChatsController(Controller):
         "/{chat_id:int}/messages/{message_id:int}/regenerate",
         status_code=HTTP_201_CREATED,
         operation_id="regenerateAnswer",
-        opt=documents(
-            raises=[AnswerInProgressError, UpstreamError, UpstreamTimeoutError, UpstreamQuotaError],
-            example={},
-            events=REGENERATE_EVENTS,
-        ),
-        responses={
-            HTTP_201_CREATED: ResponseSpec(
-                data_container=AnswerOut, description="The new answer, stored."
-            ),
-            HTTP_200_OK: ResponseSpec(
-                data_container=str,
-                media_type=EVENT_STREAM,
-                description="With `Accept: text/event-stream`: `delta` (one per piece of "
-                "the answer), then `done` or `error`.",
-            ),
-        },
+        **answering(AnswerOut, "The new answer, stored.", REGENERATE_EVENTS, example={}),
     )
     async def regenerate(
         self,

@@ -156,8 +156,15 @@ def complete_document(
                         path=route.path_format,
                         signed_in="principal" in handler.resolve_dependencies(),
                         declared=_declared(handler),
+                        body_optional=_body_is_optional(handler),
                         explicit={str(status) for status in handler.responses or {}},
                     )
+
+
+def _body_is_optional(handler: HTTPRouteHandler) -> bool:
+    """Whether the route's ``data`` has a default: then the body may be left out."""
+    data = handler.parsed_fn_signature.parameters.get("data")
+    return data is not None and data.has_default
 
 
 def _declared(handler: HTTPRouteHandler) -> _Declared:
@@ -180,12 +187,15 @@ def _complete_operation(
     signed_in: bool,
     declared: _Declared,
     explicit: set[str],
+    body_optional: bool = False,
 ) -> None:
     """Complete one operation; the responses a handler declares itself (``explicit``) stay."""
     operation["security"] = [{BEARER: []}] if signed_in else []
     if declared.body is not None:
         operation["requestBody"] = {"required": True, "content": dict(declared.body)}
     body = operation.get("requestBody")
+    if body is not None and body_optional:
+        body["required"] = False
     if declared.example is not None and body is not None:
         for media in body["content"].values():
             media["examples"] = {"example": {"value": declared.example}}

@@ -2,7 +2,8 @@
 
 Schemathesis reads the server's own document and runs every check, on valid
 and invalid data, through its examples, coverage, fuzzing and stateful phases,
-signed in as a normal user (see ``schemathesis_auth.py``). Nothing is excluded;
+signed in as a normal user (see ``schemathesis_auth.py``). No operation is
+excluded, and one heuristic check is (see ``schemathesis_command``);
 ``schemathesis.toml`` names the few statuses that count as accepting valid data
 where no schema can tell valid from right (a wrong code, an opaque cursor).
 Any finding fails the test, with one line per distinct finding, and
@@ -57,6 +58,14 @@ def schemathesis_command(server: LiveServer, reports: Path) -> list[str]:
         server.base_url,
         "--checks",
         "all",
+        # But not this heuristic of the stateful phase: after POST /chats it reads
+        # any 404 from POST /chats/{chat_id}/messages as the new chat being gone,
+        # where the contract answers 404 for a file or a parent message in the body
+        # that is not the caller's. (The settings file cannot turn off a check that
+        # --checks all names.) That a created chat is there, tests/integration
+        # proves over HTTP.
+        "--exclude-checks",
+        "ensure_resource_availability",
         "--phases",
         "examples,coverage,fuzzing,stateful",
         "--mode",
