@@ -688,3 +688,47 @@ async def test_branch_refusals_are_problems_and_store_nothing(api: Api) -> None:
         404,
     )
     assert await api.messages(ann, mine["id"]) == []
+
+
+async def test_a_send_or_regenerate_while_an_answer_is_written_is_409(
+    served: tuple[str, dict[str, str], Database, int], model: GeminiStandIn
+) -> None:
+    base, auth, _, _ = served
+    async with (
+        httpx.AsyncClient(base_url=base, headers=auth, timeout=30) as client,
+        httpx.AsyncClient(base_url=base, headers=auth, timeout=30) as other,
+    ):
+        chat = (await client.post("/chats", json={"title": "t"})).json()
+        first = (await client.post(f"/chats/{chat['id']}/messages", json={"content": "Hi"})).json()
+        model.plan(Reply(pieces=("Partial",), hold=True))
+        async with client.stream(
+            "POST",
+            f"/chats/{chat['id']}/messages",
+            json={"content": "Tell me everything"},
+            headers={"Accept": "text/event-stream"},
+        ) as response:
+            lines = response.aiter_lines()  # kept: a dropped iterator would hang up
+            async for line in lines:
+                if line == "event: delta":
+                    break  # the answer is being written
+            refused = [
+                await other.post(f"/chats/{chat['id']}/messages", json={"content": "and?"}),
+                await other.post(
+                    f"/chats/{chat['id']}/messages/{first['assistant_message']['id']}/regenerate"
+                ),
+            ]
+            for response_409 in refused:
+                problem = assert_problem(response_409, 409)
+                assert problem["type"] == "answer-in-progress"
+            await lines.aclose()
+        # The client left: the answer ends (stored failed) and the chat is free again.
+        deadline = time.monotonic() + 10
+        while (
+            sent := await other.post(f"/chats/{chat['id']}/messages", json={"content": "now"})
+        ).status_code == 409:
+            assert time.monotonic() < deadline, "the chat stayed busy"
+            await asyncio.sleep(0.05)
+        assert sent.status_code == 201, sent.text
+        shown = (await other.get(f"/chats/{chat['id']}")).json()["messages"]
+        assert [m["content"] for m in shown][:2] == ["Hi", first["assistant_message"]["content"]]
+        assert shown[-2]["content"] == "now"
