@@ -322,15 +322,12 @@ class ChatService:
         chosen = None if model is None else self._check_model(model)
         chat = await self._require_chat(user_id, chat_id)
         claim = self._claim(chat)
-        parent: int | None = None
+        # The current leaf is read by the store, as it is when the message goes in.
+        follows_leaf = isinstance(parent_id, CurrentLeaf)
+        parent = None if isinstance(parent_id, CurrentLeaf) else parent_id
         try:
             if wanted and len(await self._files.owned(user_id, wanted)) != len(wanted):
                 raise NotFoundError("No such file.")
-            # Read after the claim: no answer of this chat can move the leaf now.
-            if isinstance(parent_id, CurrentLeaf):
-                parent = (await self._require_chat(user_id, chat_id)).current_message_id
-            else:
-                parent = parent_id
             question = await self._messages.add(
                 NewMessage(
                     chat_id=chat.id,
@@ -339,6 +336,7 @@ class ChatService:
                     content=content,
                     file_ids=wanted,
                     parent_id=parent,
+                    after_current_leaf=follows_leaf,
                 )
             )
         except BaseException as exc:

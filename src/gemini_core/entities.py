@@ -176,6 +176,9 @@ class NewMessage:
     model: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    after_current_leaf: bool = False
+    """Follow the chat's current leaf as it is when the message is stored (then
+    ``parent_id`` is not read): what a send does unless it names a parent."""
 
 
 # --- files -------------------------------------------------------------------

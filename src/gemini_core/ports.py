@@ -126,8 +126,10 @@ class ChatRepository(Protocol):
 
 class MessageRepository(Protocol):
     async def add(self, message: NewMessage) -> Message:
-        """Store a message under its parent, count it on its chat, bump the chat's
-        ``updated_at`` and make the message the chat's current leaf, in one step.
+        """Store a message under its parent (or after the chat's current leaf, read
+        in the same step, with ``after_current_leaf``), count it on its chat, bump
+        the chat's ``updated_at`` and make the message the chat's current leaf, in
+        one step: concurrent adds after the leaf form a chain, never siblings.
 
         ``NotFoundError`` when the chat does not exist or is not the user's, or the
         parent is not a message of that chat; then nothing is stored.

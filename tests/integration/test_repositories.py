@@ -148,13 +148,12 @@ async def add_chat(repos: Repos, user: User, title: str | None = None) -> Chat:
 
 async def say(repos: Repos, chat: Chat, content: str = "hello") -> int:
     """Add a message after the chat's current leaf, as a send does."""
-    now = await repos.chats.get(chat.user_id, chat.id)
     message = NewMessage(
         chat_id=chat.id,
         user_id=chat.user_id,
         role=MessageRole.USER,
         content=content,
-        parent_id=None if now is None else now.current_message_id,
+        after_current_leaf=True,
     )
     return (await repos.messages.add(message)).id
 
@@ -714,8 +713,8 @@ async def test_concurrent_messages_are_all_counted(repos: Repos) -> None:
     counted = await repos.chats.get(ann.id, chat.id)
     assert counted is not None
     assert counted.message_count == 20
-    for message_id in added:
-        assert await repos.messages.get(ann.id, chat.id, message_id) is not None
+    # Each followed the leaf as it was when stored: one chain, no siblings.
+    assert sorted(ids(await thread(repos, chat.user_id, chat.id, limit=100))) == sorted(added)
 
 
 # --- files -------------------------------------------------------------------

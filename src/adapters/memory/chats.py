@@ -109,12 +109,11 @@ class InMemoryChatRepository(StoreRepository):
 class InMemoryMessageRepository(StoreRepository):
     async def add(self, message: NewMessage) -> Message:
         chat = self._store.chats.get(message.chat_id)
-        parent = None if message.parent_id is None else self._store.messages.get(message.parent_id)
-        if (
-            chat is None
-            or chat.user_id != message.user_id
-            or (message.parent_id is not None and (parent is None or parent.chat_id != chat.id))
-        ):
+        if chat is None or chat.user_id != message.user_id:
+            raise NotFoundError("No such chat or message.")
+        parent_id = chat.current_message_id if message.after_current_leaf else message.parent_id
+        parent = None if parent_id is None else self._store.messages.get(parent_id)
+        if parent_id is not None and (parent is None or parent.chat_id != chat.id):
             raise NotFoundError("No such chat or message.")
         if any(n is not None and n < 0 for n in (message.prompt_tokens, message.completion_tokens)):
             raise InvalidInputError("A value is out of the allowed range.")
@@ -131,7 +130,7 @@ class InMemoryMessageRepository(StoreRepository):
             prompt_tokens=message.prompt_tokens,
             completion_tokens=message.completion_tokens,
             created_at=now,
-            parent_id=message.parent_id,
+            parent_id=parent_id,
         )
         self._store.messages[stored.id] = stored
         self._store.chats[chat.id] = replace(

@@ -116,13 +116,14 @@ def _message_columns(table: str, *, just_added: bool = False) -> str:
 
 
 # The chat's row is locked first; the message goes in only when the chat is
-# the user's and the parent (if any) is one of its messages; then the chat
-# counts it and points at it. The casts fix the parameters' types, which an
+# the user's and the parent (if any) is one of its messages, or the parent is
+# the chat's current leaf as read under that lock; then the chat counts it and
+# points at it. The casts fix the parameters' types, which an
 # INSERT ... SELECT does not infer from the target columns.
 _INSERT_MESSAGE = (
     """
 WITH chat AS (
-    SELECT id, user_id FROM chats
+    SELECT id, user_id, current_message_id FROM chats
     WHERE id = %(chat_id)s AND user_id = %(user_id)s
     FOR UPDATE
 ),
@@ -131,9 +132,12 @@ added AS (
                           prompt_tokens, completion_tokens, parent_id)
     SELECT chat.id, chat.user_id, %(role)s::text, %(content)s::text, %(file_ids)s::bigint[],
            %(status)s::text, %(model)s::text, %(prompt_tokens)s::integer,
-           %(completion_tokens)s::integer, %(parent_id)s::bigint
+           %(completion_tokens)s::integer,
+           CASE WHEN %(after_current_leaf)s THEN chat.current_message_id
+                ELSE %(parent_id)s::bigint END
     FROM chat
-    WHERE %(parent_id)s::bigint IS NULL
+    WHERE %(after_current_leaf)s
+       OR %(parent_id)s::bigint IS NULL
        OR EXISTS (SELECT 1 FROM messages AS p
                   WHERE p.id = %(parent_id)s::bigint AND p.chat_id = chat.id)
     RETURNING *
@@ -334,6 +338,7 @@ class PostgresMessageRepository:
                 "prompt_tokens": message.prompt_tokens,
                 "completion_tokens": message.completion_tokens,
                 "parent_id": message.parent_id,
+                "after_current_leaf": message.after_current_leaf,
             },
             _MESSAGE_ROWS,
         )
