@@ -45,6 +45,7 @@ from gemini_core.errors import (
     UpstreamTimeoutError,
     VerificationFailedError,
 )
+from web.principal import signed_in
 from web.problems import PROBLEM_JSON, Problem, status_of
 from web.ratelimiting import EXEMPT_ROUTES
 
@@ -154,7 +155,7 @@ def complete_document(
                         operation,
                         schemas,
                         path=route.path_format,
-                        signed_in="principal" in handler.resolve_dependencies(),
+                        signed_in=signed_in(handler),
                         declared=_declared(handler),
                         body_optional=_body_is_optional(handler),
                         explicit={str(status) for status in handler.responses or {}},

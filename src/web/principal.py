@@ -37,15 +37,20 @@ def signed_in_first(container: Callable[[], Container]) -> Guard:
     async def guard(
         connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
     ) -> None:
-        takes = handler.parsed_fn_signature.parameters
-        if not ({"principal", "admin"} & takes.keys()) or not isinstance(connection, Request):
+        if not signed_in(handler) or not isinstance(connection, Request):
             return
         principal = await _authenticate(connection, container())
         connection.state[_PRINCIPAL] = principal
-        if "admin" in takes:
+        if "admin" in handler.parsed_fn_signature.parameters:
             await provide_admin(principal)
 
     return guard
+
+
+def signed_in(handler: BaseRouteHandler) -> bool:
+    """Whether the route is for signed-in callers: its handler takes the
+    ``principal`` or the ``admin``. The guard and the OpenAPI document both ask."""
+    return bool({"principal", "admin"} & handler.parsed_fn_signature.parameters.keys())
 
 
 async def _authenticate(request: Request[Any, Any, Any], container: Container) -> Principal:
