@@ -25,6 +25,14 @@ class MessageRole(StrEnum):
 class MessageStatus(StrEnum):
     COMPLETE = "complete"
     FAILED = "failed"
+    STOPPED = "stopped"
+    """Stopped by its user; holds the text written until then."""
+    STREAMING = "streaming"
+    """Still being written by the process that ``owner`` names."""
+
+    @property
+    def final(self) -> bool:
+        return self is not MessageStatus.STREAMING
 
 
 # --- users -------------------------------------------------------------------
@@ -162,6 +170,9 @@ class Message:
     """The message this one follows; ``None`` for a first message."""
     siblings: tuple[int, ...] = ()
     """The ids of the messages with the same parent, this one included, oldest first."""
+    owner: int | None = None
+    """The process writing this answer (``AnswerOwner.key``), until it stores the
+    answer's end; ``None`` for everything else."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +190,25 @@ class NewMessage:
     after_current_leaf: bool = False
     """Follow the chat's current leaf as it is when the message is stored (then
     ``parent_id`` is not read): what a send does unless it names a parent."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewAnswer:
+    """An answer about to be written: a ``streaming`` assistant message that
+    follows ``question_id``, or ``question`` stored with it in the same step."""
+
+    chat_id: int
+    user_id: int
+    model: str
+    owner: int
+    """The key of the process that writes it (``AnswerOwner.key``)."""
+    question: NewMessage | None = None
+    """A new user message, stored first; the answer follows it."""
+    question_id: int | None = None
+    """An existing user message of the chat (a regenerate), when ``question`` is ``None``."""
+    max_running: int | None = None
+    """Refuse (``TooManyAnswersError``) when the user already has this many answers
+    ``streaming``, counted across every process; ``None``: no limit."""
 
 
 # --- files -------------------------------------------------------------------

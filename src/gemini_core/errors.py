@@ -14,6 +14,7 @@ class to one HTTP status, so neither side needs to know the other.
     ├── PayloadTooLargeError     over a size limit or a storage quota
     ├── UnsupportedMediaTypeError  not a kind of content accepted here
     ├── TooManyRequestsError     slow down; ``retry_after`` says for how long
+    │   └── TooManyAnswersError    too many answers being written at once
     ├── UpstreamError            the model failed or broke off its answer
     │   ├── UpstreamTimeoutError   the model took longer than allowed
     │   └── UpstreamQuotaError     the model's quota is spent; ``retry_after``
@@ -90,6 +91,12 @@ class TooManyRequestsError(GeminiError):
     def __init__(self, detail: str, *, retry_after: int) -> None:
         super().__init__(detail)
         self.retry_after = retry_after
+
+
+class TooManyAnswersError(TooManyRequestsError):
+    """The user has as many answers being written as allowed at once."""
+
+    kind = "too-many-answers"
 
 
 class UpstreamError(GeminiError):

@@ -12,7 +12,7 @@ reach another user's data by guessing an id.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +20,8 @@ from enum import StrEnum
 from typing import Protocol
 
 from gemini_core.entities import (
+    NewAnswer,
+    MessageStatus,
     Chat,
     ChatChanges,
     ChatCursor,
@@ -152,6 +154,55 @@ class MessageRepository(Protocol):
     async def search(self, user_id: int, query: str, *, limit: int) -> builtins.list[SearchHit]:
         """The user's messages matching ``query`` (words, as typed in a search box),
         best match first, at most ``limit``; nobody else's, whatever the query."""
+        ...
+
+    # --- answers being written ------------------------------------------------------
+
+    async def start_answer(self, answer: NewAnswer) -> tuple[Message, Message]:
+        """In one step: store ``answer.question`` (if given) as ``add`` would, then a
+        ``streaming`` assistant message with empty content, ``answer.model`` and
+        ``answer.owner``, following the question; the answer becomes the chat's
+        current leaf and both are counted on the chat. Returns (question, answer);
+        the question is read back when it already existed.
+
+        Refusals store nothing: ``NotFoundError`` as for ``add`` (or a
+        ``question_id`` that is not a user message of the chat);
+        ``AnswerInProgressError`` when the chat already has a ``streaming``
+        answer; ``TooManyAnswersError`` when the user has ``max_running`` of
+        them. Both hold exactly across processes sharing the store.
+        """
+        ...
+
+    async def save_progress(self, texts: Mapping[int, str]) -> None:
+        """Set the content of each answer (id -> its text so far) that is still
+        ``streaming``; any other is left alone. One round trip for all of them."""
+        ...
+
+    async def finish_answer(
+        self,
+        message_id: int,
+        *,
+        status: MessageStatus,
+        content: str,
+        prompt_tokens: int | None,
+        completion_tokens: int | None,
+    ) -> Message | None:
+        """Store how an answer ended and clear its ``owner``. An answer still
+        ``streaming`` takes ``status``; one stopped meanwhile (``stop_answers``)
+        stays ``stopped`` but takes ``content`` and the counts. ``None`` when it
+        is gone (its chat deleted) or was failed meanwhile (``fail_orphaned``)."""
+        ...
+
+    async def stop_answers(self, user_id: int, chat_id: int) -> builtins.list[int]:
+        """Mark the chat's ``streaming`` answers ``stopped`` (their owners still
+        write their last text: see ``finish_answer``); their ids, oldest first.
+        Empty when none is streaming or the chat is not the user's."""
+        ...
+
+    async def fail_orphaned(self) -> builtins.list[int]:
+        """Answers whose owner process is gone (see ``AnswerOwner``): mark each
+        one still ``streaming`` as ``failed`` and clear the owner of all of them.
+        Returns the ids marked failed. Never touches a live process's answers."""
         ...
 
 
@@ -462,3 +513,51 @@ class TokenCodec(Protocol):
         another issuer or audience, a missing claim, expiry, or the other type.
         """
         ...
+
+
+class AnswerOwner(Protocol):
+    """This process's claim on the answers it writes.
+
+    Every process holds one ``key`` for its lifetime, recorded on each answer it
+    writes (``Message.owner``); the store can tell a key whose process is gone
+    (crashed, killed, its host lost) from a live one, so ``fail_orphaned``
+    never touches a live process's answers.
+    """
+
+    @property
+    def key(self) -> int:
+        """A positive integer, unique among live processes; valid once ``start`` returned."""
+        ...
+
+    async def start(self) -> None:
+        """Take the key; held until ``aclose`` or the process's end."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class AnswerSignals(Protocol):
+    """Short messages between the processes of one deployment (stop an answer,
+    follow one, its text): every message sent reaches every process's receiver,
+    the sender's own included, in the order each process sent them.
+
+    A message is at most ``MAX_SIGNAL_BYTES`` of UTF-8. Delivery is best effort
+    (a broken connection loses what was sent meanwhile); the core never relies
+    on a signal alone for what the store can tell.
+    """
+
+    async def start(self, receive: Callable[[str], None]) -> None:
+        """Deliver from now on every message sent, to ``receive`` (called in the
+        event loop, one message at a time). When this returns the receiver is
+        listening: whatever is sent afterwards, by any process, reaches it."""
+        ...
+
+    async def send(self, message: str) -> None:
+        """Send to every process. ``UnavailableError`` when it cannot be sent."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+MAX_SIGNAL_BYTES = 7000
+"""PostgreSQL's NOTIFY takes up to 8000 bytes; the rest is headroom."""

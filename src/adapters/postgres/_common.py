@@ -253,3 +253,9 @@ def _taker(indices: list[int]) -> Callable[[Sequence[Any]], Sequence[Any]]:
         (index,) = indices
         return lambda values: (values[index],)
     return itemgetter(*indices)
+
+
+ANSWER_OWNER_LOCK_CLASS = 0x616E7377  # "answ"
+"""The first key of the two-key advisory lock a process holds for as long as it
+lives, the second being its ``AnswerOwner.key``: ``fail_orphaned`` reads
+``pg_locks`` for it (classid = this, objid = the key, objsubid = 2)."""
