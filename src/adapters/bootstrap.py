@@ -33,11 +33,14 @@ from urllib.parse import urlsplit
 from adapters.clock import SystemClock
 from adapters.mail import ConsoleMailer, SmtpMailer, SmtpSecurity
 from adapters.memory import (
+    InMemoryAnswerOwner,
+    InMemoryAnswerSignals,
     InMemoryCache,
     InMemoryDatabaseProbe,
     InMemoryExclusiveLock,
     InMemoryRateLimiter,
     InMemoryRepositories,
+    InMemorySignalHub,
     RecordingMailer,
     RecordingTelemetry,
     memory_file_storage,
@@ -46,6 +49,7 @@ from adapters.passwords import Argon2PasswordHasher
 from adapters.postgres import migrations
 from adapters.postgres.embedded import EmbeddedPostgres
 from adapters.postgres.locks import PostgresExclusiveLock
+from adapters.postgres.owners import PostgresAnswerOwner
 from adapters.postgres.pool import Database
 from adapters.postgres.repositories import (
     PostgresChatRepository,
@@ -56,7 +60,9 @@ from adapters.postgres.repositories import (
     PostgresStatsRepository,
     PostgresUserRepository,
 )
+from adapters.postgres.signals import PostgresAnswerSignals
 from adapters.redis import RedisCache, RedisConnection, RedisRateLimiter
+from adapters.redis_signals import RedisAnswerSignals
 from adapters.storage import local_file_storage, s3_file_storage
 from adapters.telemetry import LogTelemetry
 from adapters.tokens import JwtTokenCodec
@@ -69,6 +75,8 @@ from gemini_core.health import HealthService
 from gemini_core.housekeeping import Housekeeping, HousekeepingRules
 from gemini_core.llm import LlmClient
 from gemini_core.ports import (
+    AnswerOwner,
+    AnswerSignals,
     Cache,
     ChatRepository,
     Clock,
@@ -284,8 +292,14 @@ async def open_services(
             stack.push_async_callback(redis.close)
         rate_limiter: RateLimiter = InMemoryRateLimiter(clock=SystemClock())
         shared_cache: Cache | None = None
+        # Stopping and following answers across processes: through Redis when
+        # there is one, else through PostgreSQL's LISTEN/NOTIFY.
+        signals: AnswerSignals = PostgresAnswerSignals(url)
         if redis is not None:
             rate_limiter, shared_cache = RedisRateLimiter(redis), RedisCache(redis)
+            signals = RedisAnswerSignals(
+                config.redis_url or "", channel=f"{redis.namespace}:answers"
+            )
         services = _assemble(
             config,
             clock=SystemClock(),
@@ -296,6 +310,8 @@ async def open_services(
             storage=_storage(config.storage),
             rate_limiter=rate_limiter,
             lock=PostgresExclusiveLock(database),
+            owner=PostgresAnswerOwner(url),
+            signals=signals,
             # Only a cache every process shares can be told of a deletion.
             shared_cache=shared_cache,
             wrap_cache=wrap_cache,
@@ -305,6 +321,9 @@ async def open_services(
         stack.push_async_callback(services.chats.aclose)
         purging = asyncio.create_task(services.housekeeping.run(), name="gemini-housekeeping")
         stack.push_async_callback(_cancelled, purging)
+        # This process's answer key, the other processes' signals, and the
+        # answers of processes that died, before the first request.
+        await services.chats.start()
         if config.admin_email and config.admin_password:
             await services.accounts.ensure_admin(config.admin_email, config.admin_password)
         yield services
@@ -414,21 +433,27 @@ def memory_services(
     storage: FileStorage | None = None,
     llm: LlmClient | None = None,
     telemetry: Telemetry | None = None,
+    signals: InMemorySignalHub | None = None,
 ) -> Services:
     """The services on in-memory adapters. Mail is recorded (``RecordingMailer``)
-    unless another mailer is given; pass ``repositories`` to look at the rows.
-    The database, Redis and storage settings of ``config`` are not used."""
+    unless another mailer is given; pass ``repositories`` to look at the rows,
+    and the same ``repositories`` and ``signals`` hub to several calls for
+    services that behave as processes of one deployment. The database, Redis
+    and storage settings of ``config`` are not used."""
     clock = clock or SystemClock()
+    repos = repositories or InMemoryRepositories(clock=clock)
     return _assemble(
         config,
         clock=clock,
         database=InMemoryDatabaseProbe(),
-        repositories=Repositories.in_memory(repositories or InMemoryRepositories(clock=clock)),
+        repositories=Repositories.in_memory(repos),
         mailer=mailer or RecordingMailer(),
         hasher=hasher or Argon2PasswordHasher(),
         storage=storage or memory_file_storage(),
         rate_limiter=InMemoryRateLimiter(clock=clock),
         lock=InMemoryExclusiveLock(),
+        owner=InMemoryAnswerOwner(repos.store),
+        signals=InMemoryAnswerSignals(signals or InMemorySignalHub()),
         shared_cache=None,
         llm=llm,
         telemetry=telemetry or LogTelemetry(),
@@ -449,6 +474,8 @@ def _assemble(
     storage: FileStorage,
     rate_limiter: RateLimiter,
     lock: ExclusiveLock,
+    owner: AnswerOwner,
+    signals: AnswerSignals,
     shared_cache: Cache | None,
     telemetry: Telemetry,
     wrap_cache: CacheWrapper | None = None,
@@ -482,6 +509,8 @@ def _assemble(
         llm=llm or llm_client(config.llm),
         rules=config.chats,
         telemetry=telemetry,
+        owner=owner,
+        signals=signals,
     )
     return Services(
         accounts=accounts,

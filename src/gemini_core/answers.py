@@ -1,22 +1,17 @@
-"""Getting the model's answer to a stored message, and a title for a new chat.
+"""Writing the model's answer to a stored question, and a title for a new chat.
 
-An ``Exchange`` is a user's message already stored plus the answer on its way:
-``events`` yields ``AnswerDelta``s as the model's pieces arrive, then
-``AnswerDone`` with the stored assistant message. However the answer ends, an
-assistant message is stored exactly once:
+An answer is started by ``ChatService`` (stored ``streaming`` at once) and
+written here by a task of its own, never by the request that asked for it: a
+``Run`` (see ``streams``) holds its text as it grows, which any number of
+readers follow. However the answer ends, its end is stored exactly once:
 
 - complete: with the whole text, the model and its token counts;
-- a model failure (``UpstreamError`` and friends) before or during the answer:
-  ``failed``, holding the text received so far, then the error is raised;
-- the reader goes away (the task is cancelled, or the iterator is closed before
-  the end, as when an HTTP client disconnects): the model call is abandoned at
-  once and what arrived is stored ``failed``;
+- a model failure (``UpstreamError`` and friends) before or during the answer,
+  or the call outliving its time: ``failed``, holding the text received so far;
+- stopped by its user (``ChatService.stop``): ``stopped``, with the text so far;
 - the server must stop before the answer could finish (``abandon_running``):
-  the model call is abandoned at once, what arrived is stored ``failed``, then
-  ``UnavailableError`` is raised, so the reader can tell its user to ask again.
+  ``failed`` with the text so far, and its readers get ``UnavailableError``.
 
-Stores run in tasks of their own, so a cancellation that hits the reader
-cannot cut them short; the service keeps a reference to every such task.
 No database connection is held while the model is thought about: the
 repositories borrow one per statement.
 """
@@ -27,7 +22,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Protocol
@@ -39,7 +34,6 @@ from gemini_core.entities import (
     Message,
     MessageRole,
     MessageStatus,
-    NewMessage,
 )
 from gemini_core.errors import (
     GeminiError,
@@ -50,6 +44,18 @@ from gemini_core.errors import (
 )
 from gemini_core.llm import ChatTurn, ImagePart, LlmChunk, LlmClient, LlmRequest, Usage
 from gemini_core.ports import ChatRepository, FileUploadRepository, MessageRepository
+from gemini_core.streams import (
+    AnswerDone,
+    AnswerEnd,
+    AnswerEvent,
+    AnswerFailed,
+    AnswerRelay,
+    AnswerStopped,
+    Interrupted,
+    Interruption,
+    Run,
+    end_of,
+)
 from gemini_core.tasks import TaskKeeper
 from gemini_core.telemetry import ModelCall, ModelCallOutcome, ModelCallPurpose, Telemetry
 
@@ -66,6 +72,8 @@ _TITLE_PROMPT = (
     "Write a title of at most six words for the conversation below. "
     "Answer with the title alone: no quotes, no final punctuation."
 )
+# What of the history the model sees: not failed answers, nor one still being written.
+_SEEN = (MessageStatus.COMPLETE, MessageStatus.STOPPED)
 UNEXPECTED = "Something went wrong on our side; it has been logged."
 SHUTTING_DOWN = "The server is shutting down; ask again."
 
@@ -81,73 +89,24 @@ class ImageSource(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class AnswerDelta:
-    """The next piece of the answer's text."""
-
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class AnswerDone:
-    """The answer is complete and stored."""
-
-    message: Message
-
-
-class Claim:
-    """A chat's answer slot, held while one answer of the chat is written."""
-
-    def __init__(self, chat_id: int, held: set[int]) -> None:
-        self._chat_id = chat_id
-        self._held: set[int] | None = held
-
-    def release(self) -> None:
-        if self._held is not None:
-            self._held.discard(self._chat_id)
-            self._held = None
-
-
-class AnswerEvents:
-    """The events of one answer: an async iterator over the answer's generator that
-    releases the chat's claim when the answer ends or is closed, even unread
-    (closing a generator that never started runs none of its code)."""
-
-    def __init__(
-        self, events: AsyncGenerator[AnswerDelta | AnswerDone, None], claim: Claim
-    ) -> None:
-        self._events = events
-        self._claim = claim
-
-    def __aiter__(self) -> AnswerEvents:
-        return self
-
-    async def __anext__(self) -> AnswerDelta | AnswerDone:
-        try:
-            return await anext(self._events)
-        except BaseException:
-            self._claim.release()
-            raise
-
-    async def aclose(self) -> None:
-        try:
-            await self._events.aclose()
-        finally:
-            self._claim.release()
-
-
-@dataclass(frozen=True, slots=True)
 class Exchange:
-    """A stored user message and, in ``events``, the answer to it (read it once)."""
+    """A question, its answer as stored when it started (``streaming``, empty),
+    and in ``events`` the answer as it is written: deltas, then its end. Leaving
+    ``events`` unread, or closing it, changes nothing for the answer."""
 
     user_message: Message
-    events: AnswerEvents
+    answer: Message
+    events: AsyncIterator[AnswerEvent]
 
     async def complete(self) -> Message:
-        """Wait for the whole answer and return it as stored; raises as ``events`` does."""
-        async with aclosing(self.events) as events:
+        """Wait for the answer's end and return it as stored: complete, or stopped;
+        a failure raises its error."""
+        async with aclosing(self.events) as events:  # type: ignore[type-var]
             async for event in events:
-                if isinstance(event, AnswerDone):
+                if isinstance(event, AnswerDone | AnswerStopped):
                     return event.message
+                if isinstance(event, AnswerFailed):
+                    raise event.error
         raise UpstreamError("The answer ended without being stored.")  # pragma: no cover
 
 
@@ -162,7 +121,7 @@ class AnswerSettings:
 
 
 class Answerer:
-    """Builds the model's view of a chat, streams its answer, stores it, titles chats."""
+    """Builds the model's view of a chat, writes its answers, titles chats."""
 
     def __init__(
         self,
@@ -173,6 +132,7 @@ class Answerer:
         images: ImageSource,
         llm: LlmClient,
         settings: AnswerSettings,
+        relay: AnswerRelay,
         tasks: TaskKeeper,
         telemetry: Telemetry,
     ) -> None:
@@ -182,67 +142,43 @@ class Answerer:
         self._images = images
         self._llm = llm
         self._settings = settings
+        self._relay = relay
         self._tasks = tasks
         self._telemetry = telemetry
         self._titling: set[int] = set()
-        self._answering: set[int] = set()  # the chats with an answer being written
         self._abandoned = False
-        self._model_waits: set[asyncio.Timeout] = set()
 
     @property
     def abandoned(self) -> bool:
         return self._abandoned
 
     def abandon_running(self) -> None:
-        """End every answer under way, and any started from now on, with
-        ``UnavailableError``; each is stored ``failed`` with the text so far."""
+        """End every answer being written here, and any started from now on: each
+        is stored ``failed`` with the text so far, its readers get ``UnavailableError``."""
         self._abandoned = True
-        now = asyncio.get_running_loop().time()
-        for wait in self._model_waits:
-            wait.reschedule(now)
+        for run in list(self._relay.runs.values()):
+            run.interrupt(Interruption.ABANDONED)
 
-    def claim(self, chat_id: int) -> Claim | None:
-        """The chat's one answer slot in this process, or ``None`` while an answer
-        of the chat holds it. Taken and checked in one step (no await between), so
-        of concurrent sends one gets it; hand it to ``answer``, or ``release`` it."""
-        if chat_id in self._answering:
-            return None
-        claim = Claim(chat_id, self._answering)
-        self._answering.add(chat_id)
-        return claim
+    def begin(self, chat: Chat, question: Message, answer: Message) -> Run:
+        """Write the stored ``streaming`` ``answer`` to ``question`` in a task of its own."""
+        loop = asyncio.get_running_loop()
+        run = Run(chat, question, answer, deadline=loop.time() + self._settings.timeout_seconds)
+        self._relay.add(run)
+        if self._abandoned:
+            run.interrupt(Interruption.ABANDONED)
+        self._tasks.spawn(self._write(run))
+        return run
 
-    def answer(self, claim: Claim, chat: Chat, question: Message, model: str) -> AnswerEvents:
-        """The answer's events (see ``Exchange``); the claim is released when they
-        end or are closed, even unread."""
-        return AnswerEvents(self._answer(chat, question, model), claim)
-
-    async def _answer(
-        self, chat: Chat, question: Message, model: str
-    ) -> AsyncGenerator[AnswerDelta | AnswerDone, None]:
-        pieces: list[str] = []
+    async def _write(self, run: Run) -> None:
+        chat, question = run.chat, run.question
+        model = run.message.model or chat.model
         usage = Usage(prompt_tokens=None, completion_tokens=None)
-        saving: asyncio.Task[Message] | None = None
         started = time.perf_counter()
         first_piece_at: float | None = None
+        pieces = 0
         outcome: ModelCallOutcome = "cancelled"
-
-        def store(status: MessageStatus) -> asyncio.Task[Message]:
-            return self._tasks.spawn(
-                self._messages.add(
-                    NewMessage(
-                        chat_id=chat.id,
-                        user_id=chat.user_id,
-                        parent_id=question.id,
-                        role=MessageRole.ASSISTANT,
-                        content="".join(pieces),
-                        status=status,
-                        model=model,
-                        prompt_tokens=usage.prompt_tokens,
-                        completion_tokens=usage.completion_tokens,
-                    )
-                )
-            )
-
+        status = MessageStatus.FAILED
+        error: GeminiError | None = None
         try:
             try:
                 request = LlmRequest(
@@ -252,71 +188,86 @@ class Answerer:
                     timeout_seconds=self._settings.timeout_seconds,
                 )
                 async with aclosing(self._llm.stream(request)) as stream:
-                    while (item := await self._next_from(stream)) is not None:
+                    while (item := await run.next_from(stream)) is not None:
                         if isinstance(item, Usage):
                             usage = item
-                        elif item.text:
+                        elif isinstance(item, LlmChunk) and item.text:
                             if first_piece_at is None:
                                 first_piece_at = time.perf_counter()
-                            pieces.append(item.text)
-                            yield AnswerDelta(item.text)
-                if not "".join(pieces).strip():
+                            pieces += 1
+                            self._relay.append(run, item.text)
+                if not run.track.text.strip():
                     raise UpstreamError("The model sent an empty answer.")
+                status, outcome = MessageStatus.COMPLETE, "ok"
+            except Interrupted:
+                if run.interruption is Interruption.STOPPED:
+                    status = MessageStatus.STOPPED
+                elif run.interruption is Interruption.TIMED_OUT:
+                    error = UpstreamTimeoutError(
+                        f"The model took longer than {self._settings.timeout_seconds:g} seconds."
+                    )
+                    outcome = "timeout"
+                else:
+                    error = UnavailableError(SHUTTING_DOWN)
             except GeminiError as exc:
                 # An answer cut short by a server that is stopping is not the model's fault.
+                error = exc
                 outcome = "cancelled" if self._abandoned else outcome_of(exc)
-                saving = store(MessageStatus.FAILED)
-                await asyncio.shield(saving)
-                raise
-            except Exception as exc:
+            except Exception:
                 log.exception("answering chat %s failed", chat.id)
-                outcome = "error"
-                saving = store(MessageStatus.FAILED)
-                await asyncio.shield(saving)
-                raise GeminiError(UNEXPECTED) from exc
-            outcome = "ok"
-            saving = store(MessageStatus.COMPLETE)
-            answer = await asyncio.shield(saving)
-            self._title_later(chat, question, answer)
-            yield AnswerDone(answer)
+                error, outcome = GeminiError(UNEXPECTED), "error"
         finally:
-            if saving is None:
-                # The reader went away mid-answer: leaving this frame abandoned
-                # the model call; what arrived is kept, marked failed.
-                store(MessageStatus.FAILED)
-            self._report(
-                "answer", chat, model, outcome, started, first_piece_at, usage, len(pieces)
-            )
 
-    async def _next_from(self, stream: AsyncIterator[LlmChunk | Usage]) -> LlmChunk | Usage | None:
-        """The model's next item, or ``None`` after the last; ``UnavailableError``
-        once answers are abandoned, even in the middle of the wait."""
-        if self._abandoned:
-            raise UnavailableError(SHUTTING_DOWN)
-        # A deadline with no time set, which ``abandon_running`` brings forward.
-        # It wraps this one wait and none of the answer's yields, so the
-        # cancellation it causes lands on the model call, never on whatever
-        # the reader is awaiting between two pieces.
+            def report() -> None:
+                self._report("answer", chat, model, outcome, started, first_piece_at, usage, pieces)
+
+            # Even when this task is cancelled (the server closing), the end is
+            # stored: in a task of its own, which the cancellation cannot reach.
+            ending = self._store_end(run, status, error, usage, report)
+            end = await asyncio.shield(asyncio.ensure_future(ending))
+        if isinstance(end, AnswerDone):
+            self._title_later(chat, question, end.message)
+
+    async def _store_end(
+        self,
+        run: Run,
+        status: MessageStatus,
+        error: GeminiError | None,
+        usage: Usage,
+        report: Callable[[], None],
+    ) -> AnswerEnd:
+        """Store the end, report the call, then tell the readers (in that order, so
+        a reader that saw the end finds it stored and counted)."""
+        end: AnswerEnd
         try:
-            async with asyncio.timeout(None) as wait:
-                self._model_waits.add(wait)
-                try:
-                    return await anext(stream)
-                finally:
-                    self._model_waits.discard(wait)
-        except StopAsyncIteration:
-            return None
-        except TimeoutError:
-            if wait.expired():
-                raise UnavailableError(SHUTTING_DOWN) from None
-            raise
+            stored = await self._messages.finish_answer(
+                run.id,
+                status=status,
+                content=run.track.text,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+            )
+        except GeminiError as exc:
+            log.error("could not store the end of answer %s: %s", run.id, exc.detail)
+            stored = None
+        if stored is None:
+            end = AnswerFailed(error or UpstreamError("The answer could not be stored."), None)
+        elif stored.status is MessageStatus.FAILED and error is not None:
+            end = AnswerFailed(error, stored)
+        else:
+            end = end_of(stored)
+        report()
+        run.track.finish(end)
+        self._relay.ended(run)
+        return end
 
     # --- what the model sees ------------------------------------------------------
 
     async def _turns(self, chat: Chat, question: Message) -> tuple[ChatTurn, ...]:
         """The question's branch: its newest messages (up to the configured number,
         the question included), oldest first, without failed answers, starting with
-        the user. Other branches are not the model's business."""
+        the user. Other branches are not the model's business; stopped answers are
+        seen as far as they went."""
         earlier_limit = self._settings.max_history_messages - 1
         earlier = (
             await self._messages.branch(
@@ -325,7 +276,7 @@ class Answerer:
             if earlier_limit > 0
             else []
         )
-        window = [m for m in earlier if m.status is MessageStatus.COMPLETE and m.content]
+        window = [m for m in earlier if m.status in _SEEN and m.content]
         while window and window[0].role is MessageRole.ASSISTANT:
             window.pop(0)
         window.append(question)

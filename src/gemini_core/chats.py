@@ -12,17 +12,16 @@ at most 10 files per message, page sizes 1 to 100.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 from gemini_core.answers import (
     SHUTTING_DOWN,
-    AnswerDelta,
-    AnswerDone,
     Answerer,
     AnswerSettings,
-    Claim,
     Exchange,
     ImageSource,
 )
@@ -33,11 +32,12 @@ from gemini_core.entities import (
     FileUpload,
     Message,
     MessageRole,
+    NewAnswer,
     NewChat,
     NewMessage,
 )
 from gemini_core.errors import (
-    AnswerInProgressError,
+    GeminiError,
     InvalidInputError,
     NotFoundError,
     UnavailableError,
@@ -49,10 +49,28 @@ from gemini_core.pagination import (
     encode_chat_cursor,
     fetch_page,
 )
-from gemini_core.ports import ChatRepository, FileUploadRepository, MessageRepository, SearchHit
+from gemini_core.ports import (
+    AnswerOwner,
+    AnswerSignals,
+    ChatRepository,
+    FileUploadRepository,
+    MessageRepository,
+    SearchHit,
+)
 from gemini_core.storage import FileStorage
+from gemini_core.streams import (
+    AnswerDelta,
+    AnswerDone,
+    AnswerEvent,
+    AnswerFailed,
+    AnswerRelay,
+    AnswerStopped,
+    end_of,
+)
 from gemini_core.tasks import TaskKeeper
 from gemini_core.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "CURRENT_LEAF",
@@ -64,6 +82,9 @@ __all__ = [
     "NEWEST_MESSAGES_SHOWN",
     "AnswerDelta",
     "AnswerDone",
+    "AnswerEvent",
+    "AnswerFailed",
+    "AnswerStopped",
     "ChatPage",
     "ChatRules",
     "ChatService",
@@ -82,6 +103,11 @@ NEWEST_MESSAGES_SHOWN = 100
 NO_SUCH_CHAT = "No such chat."
 NO_SUCH_MESSAGE = "No such message in this chat."
 NO_SUCH_CHAT_OR_MESSAGE = "No such chat or message."  # the repositories' words
+NO_SUCH_ANSWER = "No such answer in this chat."
+# How long ``stop`` waits for this process's stopped answers to store their text.
+STOP_WAIT_SECONDS = 2.0
+# After the grace period at close, how long abandoned answers get to be stored.
+ABANDON_STORE_SECONDS = 5.0
 
 
 class CurrentLeaf:
@@ -101,7 +127,15 @@ class ChatRules:
     model_titles: bool = True
     """Ask the default model for titles; else a chat is titled with its first words."""
     shutdown_grace_seconds: float = 10.0
-    """What background work (stores, titles) gets at ``aclose`` before it is cancelled."""
+    """What answers being written and other background work (titles) get at
+    ``aclose``; answers still running then are stored ``failed``."""
+    progress_seconds: float = 1.0
+    """How often the text of answers being written is stored while it grows."""
+    sweep_seconds: float = 60.0
+    """How often answers of processes that died are looked for (and at start)."""
+    max_running_per_user: int | None = 3
+    """Answers one user may have being written at once, across every process
+    (``TooManyAnswersError`` beyond); ``None``: no limit."""
 
     @property
     def default_model(self) -> str:
@@ -153,6 +187,8 @@ class ChatService:
         llm: LlmClient,
         rules: ChatRules,
         telemetry: Telemetry,
+        owner: AnswerOwner,
+        signals: AnswerSignals,
     ) -> None:
         if not rules.models:
             raise ValueError("at least one model must be allowed")
@@ -161,7 +197,11 @@ class ChatService:
         self._files = files
         self._llm = llm
         self._rules = rules
+        self._owner = owner
         self._tasks = TaskKeeper()
+        self._relay = AnswerRelay(
+            messages=messages, signals=signals, progress_seconds=rules.progress_seconds
+        )
         self._answerer = Answerer(
             chats=chats,
             messages=messages,
@@ -174,9 +214,12 @@ class ChatService:
                 model_titles=rules.model_titles,
                 title_model=rules.default_model,
             ),
+            relay=self._relay,
             tasks=self._tasks,
             telemetry=telemetry,
         )
+        self._started: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -301,19 +344,19 @@ class ChatService:
         parent_id: int | CurrentLeaf | None = CURRENT_LEAF,
         model: str | None = None,
     ) -> Exchange:
-        """Store the user's message and return it with its answer on the way.
+        """Store the user's message and its answer, ``streaming``, and start writing
+        the answer; return both with the answer's events.
 
         The message follows the chat's current leaf, or ``parent_id`` when given
         (``None``: a new first message); following an earlier message is how a
         question is edited, and starts a branch. ``model`` answers this once with
-        another of the allowed models. The new message, then its answer, become
-        the chat's current leaf.
+        another of the allowed models. The answer becomes the chat's current leaf.
 
-        ``NotFoundError`` for a chat, parent or file that is not the caller's;
-        ``ConflictError`` while an answer of the chat is being written;
-        ``InvalidInputError`` for an unknown model: then nothing is stored. The
-        model is not called until the exchange's events are read.
-        ``UnavailableError`` once answers are abandoned.
+        Refused with nothing stored: ``NotFoundError`` for a chat, parent or file
+        that is not the caller's; ``AnswerInProgressError`` while an answer of
+        the chat is being written (by any process); ``TooManyAnswersError`` when
+        the caller has as many being written as allowed; ``InvalidInputError``
+        for an unknown model; ``UnavailableError`` once answers are abandoned.
         """
         if self._answerer.abandoned:  # stored now, it could only get a failed answer
             raise UnavailableError(SHUTTING_DOWN)
@@ -321,32 +364,28 @@ class ChatService:
         wanted = _check_file_ids(file_ids)
         chosen = None if model is None else self._check_model(model)
         chat = await self._require_chat(user_id, chat_id)
-        claim = self._claim(chat)
+        await self._ready()
+        if wanted and len(await self._files.owned(user_id, wanted)) != len(wanted):
+            raise NotFoundError("No such file.")
         # The current leaf is read by the store, as it is when the message goes in.
         follows_leaf = isinstance(parent_id, CurrentLeaf)
         parent = None if isinstance(parent_id, CurrentLeaf) else parent_id
+        question = NewMessage(
+            chat_id=chat.id,
+            user_id=user_id,
+            role=MessageRole.USER,
+            content=content,
+            file_ids=wanted,
+            parent_id=parent,
+            after_current_leaf=follows_leaf,
+        )
         try:
-            if wanted and len(await self._files.owned(user_id, wanted)) != len(wanted):
-                raise NotFoundError("No such file.")
-            question = await self._messages.add(
-                NewMessage(
-                    chat_id=chat.id,
-                    user_id=user_id,
-                    role=MessageRole.USER,
-                    content=content,
-                    file_ids=wanted,
-                    parent_id=parent,
-                    after_current_leaf=follows_leaf,
-                )
-            )
-        except BaseException as exc:
-            claim.release()
-            if isinstance(exc, NotFoundError) and exc.detail == NO_SUCH_CHAT_OR_MESSAGE:
+            return await self._start(chat, chosen, question=question)
+        except NotFoundError as exc:
+            if exc.detail == NO_SUCH_CHAT_OR_MESSAGE:
                 missing = NO_SUCH_MESSAGE if parent is not None else NO_SUCH_CHAT
                 raise NotFoundError(missing) from None
             raise
-        model_used = chosen or self._chat_model(chat)
-        return Exchange(question, self._answerer.answer(claim, chat, question, model_used))
 
     async def regenerate(
         self, user_id: int, chat_id: int, message_id: int, *, model: str | None = None
@@ -355,8 +394,7 @@ class ChatService:
         answer to it): a sibling of the earlier answers, and the chat's new current
         leaf. The exchange's ``user_message`` is the question, already stored.
 
-        ``NotFoundError``, ``ConflictError`` and ``InvalidInputError`` as for
-        ``send_message``; then nothing is stored.
+        Refusals as for ``send_message``; then nothing is stored.
         """
         if self._answerer.abandoned:
             raise UnavailableError(SHUTTING_DOWN)
@@ -371,9 +409,73 @@ class ChatService:
             )
         if message is None or message.role is not MessageRole.USER:
             raise NotFoundError(NO_SUCH_MESSAGE)
-        claim = self._claim(chat)
-        model_used = chosen or self._chat_model(chat)
-        return Exchange(message, self._answerer.answer(claim, chat, message, model_used))
+        await self._ready()
+        try:
+            return await self._start(chat, chosen, question_id=message.id)
+        except NotFoundError:
+            raise NotFoundError(NO_SUCH_MESSAGE) from None
+
+    async def _start(
+        self,
+        chat: Chat,
+        model: str | None,
+        *,
+        question: NewMessage | None = None,
+        question_id: int | None = None,
+    ) -> Exchange:
+        stored_question, answer = await self._messages.start_answer(
+            NewAnswer(
+                chat_id=chat.id,
+                user_id=chat.user_id,
+                model=model or self._chat_model(chat),
+                owner=self._owner.key,
+                question=question,
+                question_id=question_id,
+                max_running=self._rules.max_running_per_user,
+            )
+        )
+        run = self._answerer.begin(chat, stored_question, answer)
+        return Exchange(stored_question, answer, run.track.follow())
+
+    async def follow(
+        self, user_id: int, chat_id: int, message_id: int, *, offset: int = 0
+    ) -> tuple[Message, AsyncIterator[AnswerEvent]]:
+        """An answer of the caller's chat, as stored now, and its events from
+        ``offset`` characters on: the text after it as one delta, then (while it
+        is being written, by whichever process) each new piece, then its end.
+        ``NotFoundError`` for a message that is not an answer in the caller's chat."""
+        if offset < 0:
+            raise InvalidInputError("An offset counts characters from 0.", field="offset")
+        message = await self._messages.get(user_id, chat_id, message_id)
+        if message is None or message.role is not MessageRole.ASSISTANT:
+            raise NotFoundError(NO_SUCH_ANSWER)
+        run = self._relay.runs.get(message.id)
+        if run is not None:
+            return message, run.track.follow(offset)
+        if message.status.final and message.owner is None:
+            return message, _finished(message, offset)
+        await self._ready()
+        return message, self._relay.follow_elsewhere(message, offset)
+
+    async def stop(self, user_id: int, chat_id: int) -> list[int]:
+        """Stop the chat's answers being written, by whichever process: each is
+        stored ``stopped`` with its text so far. Their ids (none: nothing was
+        running). ``NotFoundError`` for a chat that is not the caller's."""
+        await self._require_chat(user_id, chat_id)
+        await self._ready()
+        stopped = await self._messages.stop_answers(user_id, chat_id)
+        self._relay.stop(chat_id, stopped)
+        # This process's own stop at once; give them a moment to store their text.
+        here = [run.track for i in stopped if (run := self._relay.runs.get(i)) is not None]
+        if here:
+            try:
+                async with asyncio.timeout(STOP_WAIT_SECONDS):
+                    for track in here:
+                        async for _ in track.follow(track.length):
+                            pass
+            except TimeoutError:
+                pass
+        return stopped
 
     async def search_messages(
         self, user_id: int, query: str, *, limit: int = 20
@@ -389,20 +491,67 @@ class ChatService:
 
     # --- lifetime -------------------------------------------------------------------
 
+    async def start(self) -> None:
+        """Take this process's answer key, listen to the other processes, and
+        fail the answers of processes that died. Done by the first call that
+        needs it if not before."""
+        await self._ready()
+
+    async def _ready(self) -> None:
+        if self._started is None:
+            self._started = asyncio.get_running_loop().create_task(self._start_once())
+        await asyncio.shield(self._started)
+
+    async def _start_once(self) -> None:
+        await self._owner.start()
+        await self._relay.start()
+        await self._sweep()
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_now_and_then())
+
+    async def _sweep(self) -> None:
+        failed = await self._messages.fail_orphaned()
+        if failed:
+            log.warning(
+                "%d answers of processes that died were marked failed",
+                len(failed),
+                extra={"event": "orphaned_answers", "messages": failed},
+            )
+
+    async def _sweep_now_and_then(self) -> None:
+        while True:
+            await asyncio.sleep(self._rules.sweep_seconds)
+            try:
+                await self._sweep()
+            except GeminiError as exc:
+                log.warning("looking for answers of dead processes failed: %s", exc.detail)
+
     def abandon_answers(self) -> None:
-        """End the answers still streaming, for a server that must stop before
-        they could finish: each is stored ``failed`` with the text received so
-        far and its reader gets ``UnavailableError`` (ask again). From now on
-        messages are refused with that error too."""
+        """End the answers being written here, for a server that must stop before
+        they could finish: each is stored ``failed`` with its text so far and its
+        readers get ``UnavailableError`` (ask again). From now on messages are
+        refused with that error too."""
         self._answerer.abandon_running()
 
     async def settle(self) -> None:
-        """Wait for background work (answers being stored, titles); for tests."""
+        """Wait for background work (answers being written, titles); for tests."""
         await self._tasks.settle()
 
     async def aclose(self) -> None:
-        """Let background work finish (within the grace period), then release the model."""
-        await self._tasks.close(self._rules.shutdown_grace_seconds)
+        """Let answers and other background work finish within the grace period,
+        store what is still running as ``failed``, then release everything."""
+        try:
+            async with asyncio.timeout(self._rules.shutdown_grace_seconds):
+                await self._tasks.settle()
+        except TimeoutError:
+            self.abandon_answers()
+        await self._tasks.close(ABANDON_STORE_SECONDS)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        if self._started is not None:
+            if not self._started.done():
+                self._started.cancel()
+            await self._relay.aclose()
+            await self._owner.aclose()
         await self._llm.aclose()
 
     # --- helpers --------------------------------------------------------------------
@@ -418,15 +567,6 @@ class ChatService:
         """The chat's model, or the default one for a model no longer offered."""
         return chat.model if chat.model in self._rules.models else self._rules.default_model
 
-    def _claim(self, chat: Chat) -> Claim:
-        """The chat's answer slot; ``ConflictError`` while an answer holds it."""
-        claim = self._answerer.claim(chat.id)
-        if claim is None:
-            raise AnswerInProgressError(
-                "An answer is being written in this chat; wait for it, or stop it, then send again."
-            )
-        return claim
-
     async def _require_chat(self, user_id: int, chat_id: int) -> Chat:
         chat = await self._chats.get(user_id, chat_id)
         if chat is None:
@@ -439,6 +579,13 @@ class ChatService:
                 f"Unknown model; choose one of: {', '.join(self._rules.models)}.", field="model"
             )
         return model
+
+
+async def _finished(message: Message, offset: int) -> AsyncIterator[AnswerEvent]:
+    """A finished answer's events: its text after ``offset``, then its end."""
+    if len(message.content) > offset:
+        yield AnswerDelta(message.content[offset:], len(message.content))
+    yield end_of(message)
 
 
 def _clean_title(title: str | None) -> str | None:

@@ -20,13 +20,13 @@ from enum import StrEnum
 from typing import Protocol
 
 from gemini_core.entities import (
-    NewAnswer,
-    MessageStatus,
     Chat,
     ChatChanges,
     ChatCursor,
     FileUpload,
     Message,
+    MessageStatus,
+    NewAnswer,
     NewChat,
     NewFileUpload,
     NewMessage,

@@ -3,20 +3,21 @@
 Sending a message answers in one of two ways, chosen by ``Accept``:
 
 - ``application/json`` (the default): 201 with both stored messages, once the
-  answer is complete;
+  answer has ended;
 - ``text/event-stream``: 200 and Server-Sent Events, in this order:
-  ``user_message``, then ``delta`` for each piece of the answer the moment the
-  model sends it, then ``done`` with the stored answer, or ``error`` with
-  problem details when the model fails.
+  ``user_message``, ``assistant_message`` (the answer, stored ``streaming``),
+  then ``delta`` for each piece of the answer the moment the model sends it
+  (with an ``id:`` to resume after), then ``done`` with the stored answer,
+  ``stopped``, or ``error`` with problem details.
 
-When the client goes away mid-stream, the events are cancelled or closed at
-once (see ``web.events``), which cancels the model call, and the answer so
-far is stored as ``failed`` (see ``gemini_core.answers``).
+The answer belongs to the server (see ``gemini_core.streams``): a client that
+goes away leaves it running, and ``GET .../messages/{id}/stream`` picks it up
+again on any worker.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -25,7 +26,14 @@ import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post, put
 from litestar.di import NamedDependency, Provide
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import (
+    FromPath,
+    FromQuery,
+    HeaderParameter,
+    JSONBody,
+    Parameter,
+    QueryParameter,
+)
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from gemini_core.accounts import Principal
@@ -37,12 +45,16 @@ from gemini_core.chats import (
     MAX_SYSTEM_PROMPT_LENGTH,
     MAX_TITLE_LENGTH,
     AnswerDelta,
+    AnswerDone,
+    AnswerEvent,
+    AnswerStopped,
     Exchange,
 )
 from gemini_core.entities import ChatChanges
 from gemini_core.errors import (
     AnswerInProgressError,
-    GeminiError,
+    InvalidInputError,
+    TooManyAnswersError,
     UpstreamError,
     UpstreamQuotaError,
     UpstreamTimeoutError,
@@ -77,7 +89,7 @@ class MessageOut(msgspec.Struct):
     role: Literal["user", "assistant"]
     content: str
     file_ids: list[int]
-    status: Literal["complete", "failed"]
+    status: Literal["complete", "failed", "stopped", "streaming"]
     model: str | None
     prompt_tokens: int | None
     completion_tokens: int | None
@@ -107,6 +119,11 @@ class ExchangeOut(msgspec.Struct):
 
 class DeltaOut(msgspec.Struct):
     text: str
+
+
+class StoppedOut(msgspec.Struct):
+    stopped: list[int]
+    """The answers that were being written, now stored ``stopped``."""
 
 
 class SearchHitOut(msgspec.Struct):
@@ -195,29 +212,63 @@ class NewMessageIn(msgspec.Struct):
 
 STREAM_EVENTS: dict[str, type[msgspec.Struct]] = {
     "user_message": MessageOut,
+    "assistant_message": MessageOut,
     "delta": DeltaOut,
     "done": MessageOut,
+    "stopped": MessageOut,
     "error": Problem,
 }
 REGENERATE_EVENTS = {name: data for name, data in STREAM_EVENTS.items() if name != "user_message"}
+RESUME_EVENTS = {
+    name: data
+    for name, data in STREAM_EVENTS.items()
+    if name not in ("user_message", "assistant_message")
+}
+
+
+async def answer_events(
+    message_id: int, events: AsyncIterator[AnswerEvent]
+) -> AsyncGenerator[bytes, None]:
+    """An answer's deltas, each with the ``id:`` to resume after it, then its end."""
+    async with aclosing(events) as answer:  # type: ignore[type-var]
+        async for event in answer:
+            if isinstance(event, AnswerDelta):
+                yield sse_event(
+                    "delta", DeltaOut(text=event.text), event_id=f"{message_id}:{event.offset}"
+                )
+            elif isinstance(event, AnswerDone):
+                yield sse_event("done", to_wire(MessageOut, event.message))
+            elif isinstance(event, AnswerStopped):
+                yield sse_event("stopped", to_wire(MessageOut, event.message))
+            else:
+                yield sse_event("error", problem_for(event.error))
 
 
 async def exchange_events(
     exchange: Exchange, *, with_question: bool = True
 ) -> AsyncGenerator[bytes, None]:
-    """The stream's events; closing it (or cancelling its reader) abandons the answer.
-    A regenerated answer's stream has no ``user_message``: the question is old."""
+    """The stream of a send (or, without ``user_message``, of a regenerate: the
+    question is old). Closing it leaves the answer running."""
     if with_question:
         yield sse_event("user_message", to_wire(MessageOut, exchange.user_message))
-    try:
-        async with aclosing(exchange.events) as events:
-            async for event in events:
-                if isinstance(event, AnswerDelta):
-                    yield sse_event("delta", DeltaOut(text=event.text))
-                else:
-                    yield sse_event("done", to_wire(MessageOut, event.message))
-    except GeminiError as exc:
-        yield sse_event("error", problem_for(exc))
+    yield sse_event("assistant_message", to_wire(MessageOut, exchange.answer))
+    async with aclosing(answer_events(exchange.answer.id, exchange.events)) as events:
+        async for event in events:
+            yield event
+
+
+def resume_offset(message_id: int, last_event_id: str | None, offset: int | None) -> int:
+    """Where a resumed stream starts: ``Last-Event-ID`` (``<message id>:<offset>``),
+    else ``offset``, else the start."""
+    if last_event_id is None:
+        return offset or 0
+    named, _, sent = last_event_id.strip().partition(":")
+    if not (named.isdigit() and sent.isdigit()) or int(named) != message_id:
+        raise InvalidInputError(
+            f"Last-Event-ID is `<message id>:<offset>`, for this answer `{message_id}:<offset>`.",
+            field="Last-Event-ID",
+        )
+    return int(sent)
 
 
 # --- the routes -----------------------------------------------------------------------
@@ -235,7 +286,13 @@ def answering(
     named = ", ".join(f"`{name}`" for name in events)
     return {
         "opt": documents(
-            raises=[AnswerInProgressError, UpstreamError, UpstreamTimeoutError, UpstreamQuotaError],
+            raises=[
+                AnswerInProgressError,
+                TooManyAnswersError,
+                UpstreamError,
+                UpstreamTimeoutError,
+                UpstreamQuotaError,
+            ],
             example=example,
             events=events,
         ),
@@ -245,7 +302,9 @@ def answering(
                 data_container=str,
                 media_type=EVENT_STREAM,
                 description=f"With `Accept: text/event-stream`: the events {named} "
-                "(`delta` once per piece of the answer; `done` or `error` last).",
+                "(`delta` once per piece of the answer; `done`, `stopped` or `error` last). "
+                "The answer is the server's: a client that leaves does not stop it, and "
+                "`GET /chats/{chat_id}/messages/{message_id}/stream` resumes it.",
             ),
         },
     }
@@ -420,6 +479,67 @@ class ChatsController(Controller):
         return Response(
             AnswerOut(assistant_message=to_wire(MessageOut, answer)), status_code=HTTP_201_CREATED
         )
+
+    @get(
+        "/{chat_id:int}/messages/{message_id:int}/stream",
+        operation_id="followAnswer",
+        opt=documents(events=RESUME_EVENTS),
+        responses={
+            HTTP_200_OK: ResponseSpec(
+                data_container=MessageOut,
+                description="The answer as stored now; with `Accept: text/event-stream`, "
+                "its events instead: one `delta` with the text after the offset, then "
+                "each new piece while it is written, then `done`, `stopped` or `error`.",
+            )
+        },
+    )
+    async def follow_answer(
+        self,
+        request: Request[Any, Any, Any],
+        chat_id: FromPath[int],
+        message_id: FromPath[int],
+        principal: NamedDependency[Principal],
+        container: NamedDependency[Container],
+        last_event_id: Annotated[
+            str | None,
+            HeaderParameter(
+                name="Last-Event-ID",
+                max_length=50,
+                pattern="^[0-9]+:[0-9]+$",
+                description="`<message id>:<offset>` from the last `delta` received: "
+                "resume after it.",
+            ),
+        ] = None,
+        offset: Annotated[
+            int | None,
+            Parameter(
+                ge=0,
+                description="Characters of the answer already received (without `Last-Event-ID`).",
+            ),
+        ] = None,
+    ) -> Response[MessageOut] | EventStream:
+        """Resume an answer, on any worker: while it is written, whichever process
+        writes it, and after it ended (the rest of its text, then its end)."""
+        start = resume_offset(message_id, last_event_id, offset)
+        message, events = await container.chats.follow(
+            principal.user.id, chat_id, message_id, offset=start
+        )
+        if wants_events(request):
+            return EventStream(answer_events(message.id, events))
+        await events.aclose()  # type: ignore[attr-defined]
+        return Response(to_wire(MessageOut, message), status_code=HTTP_200_OK)
+
+    @post("/{chat_id:int}/stop", status_code=HTTP_200_OK, operation_id="stopAnswers")
+    async def stop(
+        self,
+        chat_id: FromPath[int],
+        principal: NamedDependency[Principal],
+        container: NamedDependency[Container],
+    ) -> StoppedOut:
+        """Stop the chat's answers being written, whichever worker or host writes
+        them: each is stored `stopped` with its text so far."""
+        stopped = await container.chats.stop(principal.user.id, chat_id)
+        return StoppedOut(stopped=stopped)
 
     @put("/{chat_id:int}/current", operation_id="selectBranch")
     async def select_branch(

@@ -99,6 +99,7 @@ def core_config(settings: Settings) -> CoreConfig:
             # The offline model would only echo the request for a title back.
             model_titles=s.llm_provider != "echo",
             shutdown_grace_seconds=s.shutdown_timeout_seconds / 4,
+            max_running_per_user=s.max_running_answers_per_user,
         ),
         codes=CodeRules(
             ttl_seconds=s.otp_ttl_seconds,

@@ -202,6 +202,12 @@ def _complete_operation(
             media["examples"] = {"example": {"value": declared.example}}
 
     responses: dict[str, Any] = operation.setdefault("responses", {})
+    if declared.events and not any(
+        "text/event-stream" in response.get("content", {}) for response in responses.values()
+    ):
+        # One status, two media types (Litestar describes one): the events go
+        # beside the JSON of the 200.
+        responses["200"].setdefault("content", {})["text/event-stream"] = {}
     for status, response in list(responses.items()):
         if not status.startswith("2") and status not in explicit:
             del responses[status]  # Litestar's own error shape: replaced below
@@ -253,6 +259,10 @@ def _complete_operation(
             headers["WWW-Authenticate"] = {"$ref": "#/components/headers/WWW-Authenticate"}
 
 
+# The events that carry an SSE ``id:`` a client may resume after.
+EVENTS_WITH_IDS = frozenset({"delta"})
+
+
 def _event_stream(
     events: Mapping[str, type[msgspec.Struct]], schemas: dict[str, Any]
 ) -> dict[str, Any]:
@@ -269,6 +279,19 @@ def _event_stream(
             "properties": {
                 "event": {"type": "string", "enum": [event]},
                 "data": {"$ref": f"#/components/schemas/{data.__name__}"},
+                **(
+                    {
+                        "id": {
+                            "type": "string",
+                            "pattern": "^[0-9]+:[0-9]+$",
+                            "description": "`<message id>:<offset>`: the answer and the "
+                            "characters of it sent so far, this event's included. Send it "
+                            "back as `Last-Event-ID` to resume after it.",
+                        }
+                    }
+                    if event in EVENTS_WITH_IDS
+                    else {}
+                ),
             },
             "required": ["event", "data"],
         }

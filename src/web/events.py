@@ -6,8 +6,9 @@ flushes every body message; ``X-Accel-Buffering: no`` tells nginx-like
 proxies not to hold it, ``Cache-Control: no-cache`` everyone else). While
 streaming, Litestar watches the connection and cancels the task reading the
 iterator when the client goes away; on top of that, the iterator is closed as
-soon as the response ends, however it ends, so whatever it holds open (a
-model call) is released at once rather than when the garbage collector runs.
+soon as the response ends, however it ends, so whatever it holds (a reader's
+place in an answer) is let go at once rather than when the garbage collector
+runs. The answer itself belongs to the server and goes on.
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ EVENT_STREAM = "text/event-stream"
 __all__ = ["EVENT_STREAM", "EventStream", "sse_event", "wants_events"]
 
 
-def sse_event(name: str, data: msgspec.Struct) -> bytes:
+def sse_event(name: str, data: msgspec.Struct, *, event_id: str | None = None) -> bytes:
     # JSON never holds a raw line break, so one data line carries the event.
-    return b"event: " + name.encode() + b"\ndata: " + msgspec.json.encode(data) + b"\n\n"
+    head = b"" if event_id is None else b"id: " + event_id.encode() + b"\n"
+    return head + b"event: " + name.encode() + b"\ndata: " + msgspec.json.encode(data) + b"\n\n"
 
 
 class _ClosingStreamingResponse(ASGIStreamingResponse):
@@ -46,7 +48,7 @@ class _ClosingStreamingResponse(ASGIStreamingResponse):
         finally:
             # However the response ended (finished, client gone, send failed,
             # server stopping), close the events now rather than whenever the
-            # garbage collector finds them: that is what ends the model call.
+            # garbage collector finds them.
             # A task of its own, so a cancellation here cannot cut it short.
             aclose = getattr(self.iterator, "aclose", None)
             if aclose is not None:

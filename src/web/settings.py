@@ -132,6 +132,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     llm_models: tuple[str, ...] = ()  # [provider:]model, as given; see `models`
     llm_timeout_seconds: Seconds = 60.0
     llm_max_history_messages: Count = 50
+    max_running_answers_per_user: Count = 3
 
     storage_backend: Literal["local", "s3"] = "local"
     upload_dir: Path = Path("uploads")

@@ -125,7 +125,7 @@ def test_sigterm_lets_a_stream_finish(database_url: str, tmp_path: Path) -> None
         }
         with running_server(tmp_path, **env) as (process, base):
             names, done = asyncio.run(_stream_across_a_sigterm(base, process))
-            assert names == ["user_message", *["delta"] * 5, "done"]
+            assert names == ["user_message", "assistant_message", *["delta"] * 5, "done"]
             assert done["content"] == "One two three four five"
             assert done["status"] == "complete"
             assert process.wait(timeout=60) == 0

@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,8 +23,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from adapters.memory import FakeClock, InMemoryRepositories
+from adapters.memory import FakeClock, InMemoryRepositories, InMemoryStore
 from adapters.postgres import migrations
+from adapters.postgres._common import ANSWER_OWNER_LOCK_CLASS
 from adapters.postgres.pool import Database
 from adapters.postgres.repositories import (
     PostgresChatRepository,
@@ -42,6 +44,7 @@ from gemini_core.entities import (
     Message,
     MessageRole,
     MessageStatus,
+    NewAnswer,
     NewChat,
     NewFileUpload,
     NewMessage,
@@ -54,9 +57,11 @@ from gemini_core.entities import (
     UserSession,
 )
 from gemini_core.errors import (
+    AnswerInProgressError,
     ConflictError,
     InvalidInputError,
     NotFoundError,
+    TooManyAnswersError,
     TooManyRequestsError,
 )
 from gemini_core.ports import (
@@ -89,6 +94,32 @@ class Repos:
     otps: OtpRepository
     sessions: SessionRepository
     stats: StatsRepository
+    keep_alive: Callable[[int], AbstractAsyncContextManager[None]]
+    """Plays a live process holding this ``AnswerOwner`` key, while entered."""
+
+
+def memory_owner(store: InMemoryStore) -> Callable[[int], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def keep_alive(key: int) -> AsyncIterator[None]:
+        store.live_owners.add(key)
+        try:
+            yield
+        finally:
+            store.live_owners.discard(key)
+
+    return keep_alive
+
+
+def postgres_owner(url: str) -> Callable[[int], AbstractAsyncContextManager[None]]:
+    """A session holding the key's advisory lock, as a live process's owner does."""
+
+    @asynccontextmanager
+    async def keep_alive(key: int) -> AsyncIterator[None]:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            await conn.execute("SELECT pg_advisory_lock(%s, %s)", (ANSWER_OWNER_LOCK_CLASS, key))
+            yield
+
+    return keep_alive
 
 
 @pytest.fixture(params=["memory", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -108,6 +139,7 @@ def repos(request: pytest.FixtureRequest) -> Repos:
             memory.otps,
             memory.sessions,
             memory.stats,
+            memory_owner(memory.store),
         )
     url: str = request.getfixturevalue("database_url")
     admin: psycopg.Connection[Any] = request.getfixturevalue("pg_admin")
@@ -127,6 +159,7 @@ def repos(request: pytest.FixtureRequest) -> Repos:
         PostgresOtpRepository(db),
         PostgresSessionRepository(db),
         PostgresStatsRepository(db),
+        postgres_owner(url),
     )
 
 
@@ -715,6 +748,321 @@ async def test_concurrent_messages_are_all_counted(repos: Repos) -> None:
     assert counted.message_count == 20
     # Each followed the leaf as it was when stored: one chain, no siblings.
     assert sorted(ids(await thread(repos, chat.user_id, chat.id, limit=100))) == sorted(added)
+
+
+# --- answers being written -----------------------------------------------------------
+
+OWNER = 7
+
+
+def ask(chat: Chat, content: str = "why?", **fields: Any) -> NewMessage:
+    """A user's new question after the chat's current leaf, unless told otherwise."""
+    fields.setdefault("after_current_leaf", "parent_id" not in fields)
+    return NewMessage(
+        chat_id=chat.id, user_id=chat.user_id, role=MessageRole.USER, content=content, **fields
+    )
+
+
+async def start(
+    repos: Repos,
+    chat: Chat,
+    question: NewMessage | None = None,
+    *,
+    question_id: int | None = None,
+    owner: int = OWNER,
+    max_running: int | None = None,
+) -> tuple[Message, Message]:
+    if question is None and question_id is None:
+        question = ask(chat)
+    return await repos.messages.start_answer(
+        NewAnswer(
+            chat_id=chat.id,
+            user_id=chat.user_id,
+            model="gemini-flash",
+            owner=owner,
+            question=question,
+            question_id=question_id,
+            max_running=max_running,
+        )
+    )
+
+
+async def finish(
+    repos: Repos,
+    answer_id: int,
+    status: MessageStatus = MessageStatus.COMPLETE,
+    content: str = "because",
+) -> Message | None:
+    return await repos.messages.finish_answer(
+        answer_id, status=status, content=content, prompt_tokens=3, completion_tokens=5
+    )
+
+
+async def stored(repos: Repos, message: Message) -> Message:
+    found = await repos.messages.get(message.user_id, message.chat_id, message.id)
+    assert found is not None
+    return found
+
+
+async def test_an_answer_starts_after_a_new_question_or_an_existing_one(repos: Repos) -> None:
+    ann = await add_user(repos, "ann")
+    chat = await add_chat(repos, ann)
+    first = await say(repos, chat, "hello")
+    repos.clock.advance(seconds=1)
+
+    question, answer = await start(repos, chat, ask(chat, "why?"))
+    assert (question.role, question.content, question.status) == (
+        MessageRole.USER,
+        "why?",
+        MessageStatus.COMPLETE,
+    )
+    assert (question.parent_id, question.siblings, question.owner) == (first, (question.id,), None)
+    assert (answer.role, answer.status, answer.content, answer.model, answer.owner) == (
+        MessageRole.ASSISTANT,
+        MessageStatus.STREAMING,
+        "",
+        "gemini-flash",
+        OWNER,
+    )
+    assert (answer.parent_id, answer.siblings) == (question.id, (answer.id,))
+    assert (answer.prompt_tokens, answer.completion_tokens) == (None, None)
+    assert_utc(question.created_at, answer.created_at)
+    assert await stored(repos, answer) == answer
+    after = await repos.chats.get(ann.id, chat.id)
+    assert after is not None
+    assert (after.current_message_id, after.message_count) == (answer.id, 3)
+    assert after.updated_at == answer.created_at > chat.updated_at
+
+    # A regenerate: another answer to the same question, read back as stored.
+    await finish(repos, answer.id)
+    again, second = await start(repos, chat, question_id=question.id)
+    assert again == question
+    assert (second.parent_id, second.siblings, second.status) == (
+        question.id,
+        (answer.id, second.id),
+        MessageStatus.STREAMING,
+    )
+    assert (await stored(repos, answer)).siblings == (answer.id, second.id)
+    after = await repos.chats.get(ann.id, chat.id)
+    assert after is not None
+    assert (after.current_message_id, after.message_count) == (second.id, 4)
+
+    # A question may name its parent: a new branch, and its answer the leaf.
+    await finish(repos, second.id)
+    edited, third = await start(repos, chat, ask(chat, "how?", parent_id=first))
+    assert (edited.parent_id, edited.siblings) == (first, (question.id, edited.id))
+    assert ids(await thread(repos, ann.id, chat.id)) == [first, edited.id, third.id]
+
+
+async def test_a_refused_start_stores_nothing(repos: Repos) -> None:
+    ann, bob = await add_user(repos, "ann"), await add_user(repos, "bob")
+    chat, other = await add_chat(repos, ann), await add_chat(repos, ann)
+    question, answer = await start(repos, chat)
+    await finish(repos, answer.id)
+    elsewhere = await say(repos, other)
+    before = [await repos.chats.get(ann.id, chat.id), await repos.chats.get(ann.id, other.id)]
+    bobs = replace(chat, user_id=bob.id)
+
+    refusals = [
+        start(repos, bobs),  # another user's chat
+        start(repos, bobs, question_id=question.id),
+        start(repos, chat, ask(chat, parent_id=elsewhere)),  # a parent of another chat
+        start(repos, chat, ask(other)),  # a question stored in another chat
+        start(repos, chat, question_id=answer.id),  # not a user's message
+        start(repos, other, question_id=question.id),  # of another chat
+        start(repos, chat, question_id=answer.id + 1000),
+    ]
+    for refusal in refusals:
+        with pytest.raises(NotFoundError):
+            await refusal
+    after = [await repos.chats.get(ann.id, chat.id), await repos.chats.get(ann.id, other.id)]
+    assert after == before
+    assert ids(await thread(repos, ann.id, chat.id)) == [question.id, answer.id]
+    assert await repos.messages.branch(bob.id, chat.id, ending_at=answer.id, limit=10) == []
+
+
+async def test_a_chat_has_one_answer_being_written_at_a_time(repos: Repos) -> None:
+    ann = await add_user(repos, "ann")
+    chat, other = await add_chat(repos, ann), await add_chat(repos, ann)
+    question, answer = await start(repos, chat)
+    before = await repos.chats.get(ann.id, chat.id)
+
+    for refusal in (
+        start(repos, chat, ask(chat, "and?")),  # the new question is not kept
+        start(repos, chat, question_id=question.id),
+        start(repos, chat, max_running=5),
+        start(repos, chat, question_id=question.id, max_running=1),
+    ):
+        with pytest.raises(AnswerInProgressError):
+            await refusal
+    assert await repos.chats.get(ann.id, chat.id) == before
+    assert ids(await thread(repos, ann.id, chat.id)) == [question.id, answer.id]
+    await start(repos, other)  # another chat is free
+
+    await finish(repos, answer.id)
+    question2, answer2 = await start(repos, chat, ask(chat, "and?"))
+    assert (question2.parent_id, answer2.parent_id) == (answer.id, question2.id)
+
+
+async def test_of_concurrent_starts_in_a_chat_exactly_one_wins(repos: Repos) -> None:
+    ann = await add_user(repos, "ann")
+    for cap in (None, 10):
+        chat = await add_chat(repos, ann)
+        results = await asyncio.gather(
+            *(start(repos, chat, ask(chat, f"q{n}"), max_running=cap) for n in range(10)),
+            return_exceptions=True,
+        )
+        won = [result for result in results if isinstance(result, tuple)]
+        assert len(won) == 1, results
+        assert all(isinstance(r, AnswerInProgressError) for r in results if r not in won)
+        (question, answer), *_ = won
+        after = await repos.chats.get(ann.id, chat.id)
+        assert after is not None
+        assert (after.current_message_id, after.message_count) == (answer.id, 2)
+        assert ids(await thread(repos, ann.id, chat.id)) == [question.id, answer.id]
+
+
+async def test_a_users_answers_being_written_are_capped_across_chats(repos: Repos) -> None:
+    ann, bob = await add_user(repos, "ann"), await add_user(repos, "bob")
+    chats = [await add_chat(repos, ann) for _ in range(6)]
+    await start(repos, await add_chat(repos, bob))  # someone else's is not counted
+    results = await asyncio.gather(
+        *(start(repos, chat, max_running=2) for chat in chats), return_exceptions=True
+    )
+    won = [result for result in results if isinstance(result, tuple)]
+    refused = [result for result in results if isinstance(result, TooManyAnswersError)]
+    assert (len(won), len(refused)) == (2, 4), results
+    assert all(error.retry_after == 5 for error in refused)
+    counts = [
+        chat.message_count
+        for chat in await repos.chats.list(ann.id, archived=False, query=None, limit=10, after=None)
+    ]
+    assert sorted(counts) == [0, 0, 0, 0, 2, 2]
+
+    # An answer that ends makes room; without a cap there is no limit.
+    idle = [chat for chat in chats if chat.id not in {answer.chat_id for _, answer in won}]
+    with pytest.raises(TooManyAnswersError):
+        await start(repos, idle[0], max_running=2)
+    await finish(repos, won[0][1].id)
+    await start(repos, idle[0], max_running=2)
+    await start(repos, idle[1])
+
+
+async def test_progress_is_saved_on_answers_still_being_written(repos: Repos) -> None:
+    ann = await add_user(repos, "ann")
+    chats = [await add_chat(repos, ann) for _ in range(3)]
+    (_, writing), (_, done), (_, stopped) = [await start(repos, chat) for chat in chats]
+    await finish(repos, done.id, content="whole")
+    await repos.messages.stop_answers(ann.id, stopped.chat_id)
+    await repos.messages.save_progress({stopped.id: "stopped at"})
+
+    await repos.messages.save_progress(
+        {writing.id: "so far …", done.id: "overwritten", stopped.id: "more", done.id + 999: "x"}
+    )
+    await repos.messages.save_progress({})
+    assert (await stored(repos, writing)).content == "so far …"
+    assert (await stored(repos, writing)).status is MessageStatus.STREAMING
+    assert (await stored(repos, done)).content == "whole"
+    assert (await stored(repos, stopped)).content == ""
+    await repos.messages.save_progress({writing.id: "so far … and more"})
+    assert (await stored(repos, writing)).content == "so far … and more"
+
+
+async def test_finishing_an_answer_stores_how_it_ended(repos: Repos) -> None:
+    ann = await add_user(repos, "ann")
+    chats = [await add_chat(repos, ann) for _ in range(4)]
+    (_, complete), (_, failed), (_, stopped), (_, gone) = [
+        await start(repos, chat) for chat in chats
+    ]
+
+    finished = await finish(repos, complete.id, MessageStatus.COMPLETE, "all of it")
+    assert finished == replace(
+        complete,
+        status=MessageStatus.COMPLETE,
+        content="all of it",
+        prompt_tokens=3,
+        completion_tokens=5,
+        owner=None,
+    )
+    assert await stored(repos, complete) == finished
+    assert await finish(repos, complete.id, MessageStatus.FAILED, "again") is None
+    assert await stored(repos, complete) == finished
+
+    finished = await finish(repos, failed.id, MessageStatus.FAILED, "half")
+    assert finished is not None
+    assert (finished.status, finished.content, finished.owner) == (
+        MessageStatus.FAILED,
+        "half",
+        None,
+    )
+
+    # Stopped by its user meanwhile: stays stopped, with the text its owner had.
+    assert await repos.messages.stop_answers(ann.id, stopped.chat_id) == [stopped.id]
+    finished = await finish(repos, stopped.id, MessageStatus.COMPLETE, "up to the stop")
+    assert finished is not None
+    assert (finished.status, finished.content, finished.owner) == (
+        MessageStatus.STOPPED,
+        "up to the stop",
+        None,
+    )
+    assert (finished.prompt_tokens, finished.completion_tokens) == (3, 5)
+    assert await finish(repos, stopped.id, MessageStatus.COMPLETE, "later") is None
+
+    assert await repos.chats.delete(ann.id, gone.chat_id)
+    assert await finish(repos, gone.id) is None
+
+
+async def test_stopping_marks_the_users_chats_answers_stopped_once(repos: Repos) -> None:
+    ann, bob = await add_user(repos, "ann"), await add_user(repos, "bob")
+    chat, other = await add_chat(repos, ann), await add_chat(repos, ann)
+    bobs = await add_chat(repos, bob)
+    _, answer = await start(repos, chat)
+    _, running = await start(repos, other)
+    _, bobs_answer = await start(repos, bobs)
+
+    assert await repos.messages.stop_answers(bob.id, chat.id) == []
+    assert await repos.messages.stop_answers(ann.id, bobs.id) == []
+    assert await repos.messages.stop_answers(ann.id, chat.id) == [answer.id]
+    assert await stored(repos, answer) == replace(answer, status=MessageStatus.STOPPED)
+    assert await repos.messages.stop_answers(ann.id, chat.id) == []
+    for untouched in (running, bobs_answer):
+        assert await stored(repos, untouched) == untouched
+    # A stopped answer no longer holds its chat.
+    await start(repos, chat, ask(chat, "next"))
+
+
+async def test_answers_of_a_dead_owner_are_failed_and_released(repos: Repos) -> None:
+    ann = await add_user(repos, "ann")
+    chats = [await add_chat(repos, ann) for _ in range(5)]
+    live, dead, ended = 101, 202, 303
+    async with repos.keep_alive(live):
+        async with repos.keep_alive(ended):
+            pass  # a process that started and ended cleanly
+        (_, writing), (_, stopped), (_, orphan), (_, stopped_orphan), (_, done) = [
+            await start(repos, chat, owner=owner)
+            for chat, owner in zip(chats, (live, live, dead, ended, dead), strict=True)
+        ]
+        for answer in (stopped, stopped_orphan):
+            await repos.messages.stop_answers(ann.id, answer.chat_id)
+        await finish(repos, done.id)
+
+        assert await repos.messages.fail_orphaned() == [orphan.id]
+        assert await stored(repos, orphan) == replace(
+            orphan, status=MessageStatus.FAILED, owner=None
+        )
+        assert await stored(repos, stopped_orphan) == replace(
+            stopped_orphan, status=MessageStatus.STOPPED, owner=None
+        )
+        assert await stored(repos, writing) == writing
+        assert await stored(repos, stopped) == replace(stopped, status=MessageStatus.STOPPED)
+        assert await repos.messages.fail_orphaned() == []
+        # Its owner, back after all, can no longer store an end.
+        assert await finish(repos, orphan.id) is None
+        _, replacement = await start(repos, chats[2], owner=live)  # the chat is free again
+
+    assert await repos.messages.fail_orphaned() == [writing.id, replacement.id]
+    assert (await stored(repos, writing)).status is MessageStatus.FAILED
+    assert (await stored(repos, stopped)).owner is None
 
 
 # --- files -------------------------------------------------------------------

@@ -6,16 +6,33 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import pytest
 
 from adapters.llm import EchoLlmClient
-from adapters.memory import FakeClock, InMemoryRepositories, RecordingTelemetry, memory_file_storage
+from adapters.memory import (
+    FakeClock,
+    InMemoryAnswerOwner,
+    InMemoryAnswerSignals,
+    InMemoryRepositories,
+    InMemorySignalHub,
+    RecordingTelemetry,
+    memory_file_storage,
+)
 from gemini_core.answers import clean_title, first_words
-from gemini_core.chats import AnswerDelta, AnswerDone, ChatRules, ChatService, StoredImages
+from gemini_core.chats import (
+    AnswerDelta,
+    AnswerDone,
+    AnswerEvent,
+    AnswerFailed,
+    AnswerStopped,
+    ChatRules,
+    ChatService,
+    StoredImages,
+)
 from gemini_core.entities import (
     ChatChanges,
     FileUpload,
@@ -27,10 +44,11 @@ from gemini_core.entities import (
     NewUser,
 )
 from gemini_core.errors import (
-    ConflictError,
+    AnswerInProgressError,
     GeminiError,
     InvalidInputError,
     NotFoundError,
+    TooManyAnswersError,
     UnavailableError,
     UpstreamError,
     UpstreamQuotaError,
@@ -50,6 +68,8 @@ class Script:
     """Pieces sent before ``error`` is raised."""
     hang: bool = False
     """After the pieces, wait forever (until cancelled or closed)."""
+    gate: asyncio.Event | None = None
+    """After the first piece, wait for this before the rest."""
 
 
 class ScriptedLlm:
@@ -73,6 +93,8 @@ class ScriptedLlm:
                     raise script.error
                 await asyncio.sleep(0)
                 yield LlmChunk(piece)
+                if n == 0 and script.gate is not None:
+                    await script.gate.wait()
             if script.error is not None:
                 raise script.error
             if script.hang:
@@ -143,9 +165,14 @@ def build(
     llm: object,
     images: FakeImages | None = None,
     telemetry: RecordingTelemetry | None = None,
+    *,
+    repos: InMemoryRepositories | None = None,
+    hub: InMemorySignalHub | None = None,
     **rules: object,
 ) -> tuple[ChatService, InMemoryRepositories]:
-    repos = InMemoryRepositories(clock=FakeClock(datetime(2026, 1, 1, tzinfo=UTC)))
+    """A service over in-memory adapters; pass the ``repos`` and ``hub`` of another
+    for a second process of the same deployment."""
+    repos = repos or InMemoryRepositories(clock=FakeClock(datetime(2026, 1, 1, tzinfo=UTC)))
     settings: dict[str, object] = {"models": ("model-a", "model-b")}
     settings.update(rules)
     service = ChatService(
@@ -156,6 +183,8 @@ def build(
         llm=llm,  # type: ignore[arg-type]
         rules=ChatRules(**settings),  # type: ignore[arg-type]
         telemetry=telemetry or RecordingTelemetry(),
+        owner=InMemoryAnswerOwner(repos.store),
+        signals=InMemoryAnswerSignals(hub or InMemorySignalHub()),
     )
     return service, repos
 
@@ -189,6 +218,17 @@ async def answer(world: World, chat_id: int, content: str = "Hi", **kw: object) 
     return await exchange.complete()
 
 
+def text_of(events: list[AnswerEvent], start: int = 0) -> str:
+    """The deltas put together, checking each one's offset (counted from the
+    answer's start, ``start`` characters before the first delta) on the way."""
+    text = ""
+    for event in events:
+        if isinstance(event, AnswerDelta):
+            text += event.text
+            assert event.offset == start + len(text)
+    return text
+
+
 # --- sending and answering ---------------------------------------------------------
 
 
@@ -196,12 +236,15 @@ async def test_a_message_and_its_answer_are_stored_with_model_and_tokens(world: 
     chat_id = await world.chat(system_prompt="Be brief.")
     exchange = await world.service.send_message(world.ann, chat_id, "What is 2+2?")
     assert exchange.user_message.content == "What is 2+2?"
-    assert await world.stored(chat_id) == [exchange.user_message], "stored before the model"
-    assert world.llm.requests == [], "the model waits for the events to be read"
+    assert (exchange.answer.status, exchange.answer.content) == (MessageStatus.STREAMING, "")
+    assert exchange.answer.parent_id == exchange.user_message.id
+    assert await world.stored(chat_id) == [exchange.user_message, exchange.answer], (
+        "both stored before the model answers"
+    )
     events = [event async for event in exchange.events]
-    assert events[:2] == [AnswerDelta("Hello"), AnswerDelta(" there")]
-    assert isinstance(events[2], AnswerDone)
-    stored = events[2].message
+    assert text_of(events) == "Hello there"
+    assert isinstance(events[-1], AnswerDone)
+    stored = events[-1].message
     assert (stored.role, stored.content, stored.status) == (
         MessageRole.ASSISTANT,
         "Hello there",
@@ -305,17 +348,12 @@ async def test_a_failure_mid_answer_stores_what_arrived_as_failed(world: World) 
         Script(pieces=("Part", " one", " two"), error=UpstreamError("cut"), fail_after=2)
     )
     exchange = await world.service.send_message(world.ann, chat_id, "Tell me")
-    seen: list[str] = []
-
-    async def read() -> None:
-        async for event in exchange.events:
-            assert isinstance(event, AnswerDelta)
-            seen.append(event.text)
-
-    with pytest.raises(UpstreamError):
-        await read()
-    assert seen == ["Part", " one"]
+    events = [event async for event in exchange.events]
+    assert text_of(events) == "Part one"
+    assert isinstance(events[-1], AnswerFailed)
+    assert isinstance(events[-1].error, UpstreamError)
     failed = (await world.stored(chat_id))[-1]
+    assert events[-1].message == failed
     assert (failed.status, failed.content) == (MessageStatus.FAILED, "Part one")
 
 
@@ -346,68 +384,50 @@ async def test_an_unexpected_error_is_stored_failed_and_reported_generically(
     assert (stored[-1].status, stored[-1].content) == (MessageStatus.FAILED, "Half")
 
 
-async def test_closing_the_events_mid_answer_ends_the_call_and_stores_failed(
-    world: World,
-) -> None:
+async def test_a_reader_leaving_changes_nothing_the_answer_completes(world: World) -> None:
     chat_id = await world.chat()
-    world.llm.will(Script(pieces=("Par", "tial"), hang=True))
+    gate = asyncio.Event()
+    world.llm.will(Script(pieces=("Par", "tial", " answer"), gate=gate))
     exchange = await world.service.send_message(world.ann, chat_id, "Go")
-    assert await anext(exchange.events) == AnswerDelta("Par")
-    assert await anext(exchange.events) == AnswerDelta("tial")
-    await exchange.events.aclose()  # the client went away
-    assert world.llm.finished == 1, "the model call was left at once"
+    assert await anext(exchange.events) == AnswerDelta("Par", 3)
+    await exchange.events.aclose()  # type: ignore[attr-defined]  (the client went away)
+    gate.set()
     await world.service.settle()
-    failed = (await world.stored(chat_id))[-1]
-    assert (failed.status, failed.content) == (MessageStatus.FAILED, "Partial")
+    stored = (await world.stored(chat_id))[-1]
+    assert (stored.status, stored.content) == (MessageStatus.COMPLETE, "Partial answer")
+    assert stored.owner is None
 
 
-async def test_cancelling_the_reader_ends_the_call_and_stores_failed(world: World) -> None:
+async def test_an_answer_nobody_reads_is_written_and_stored(world: World) -> None:
     chat_id = await world.chat()
-    world.llm.will(Script(pieces=("So far",), hang=True))
     exchange = await world.service.send_message(world.ann, chat_id, "Go")
-
-    async def read() -> None:
-        async for _ in exchange.events:
-            pass
-
-    reader = asyncio.create_task(read())
-    await asyncio.wait_for(world.llm.hanging.wait(), 5)
-    reader.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await reader
+    await world.service.settle()
+    stored = await world.stored(chat_id)
+    assert [m.status for m in stored] == [MessageStatus.COMPLETE] * 2
+    assert stored[-1].id == exchange.answer.id
     assert world.llm.finished == 1
-    await world.service.settle()
-    failed = (await world.stored(chat_id))[-1]
-    assert (failed.status, failed.content) == (MessageStatus.FAILED, "So far")
-    assert len(await world.stored(chat_id)) == 2, "stored once"
-
-
-async def test_closing_after_done_stores_nothing_more(world: World) -> None:
-    chat_id = await world.chat()
-    exchange = await world.service.send_message(world.ann, chat_id, "Go")
-    async for event in exchange.events:
-        if isinstance(event, AnswerDone):
-            break
-    await exchange.events.aclose()
-    await world.service.settle()
-    assert [m.status for m in await world.stored(chat_id)] == [MessageStatus.COMPLETE] * 2
 
 
 async def test_one_answer_at_a_time_per_chat(world: World) -> None:
     """Of twenty sends at once in one chat, one is answered; the others are refused
     (409) and store nothing. Another chat is not held up."""
     chat_id, other = await world.chat(), await world.chat()
+    gate = asyncio.Event()
+    world.llm.will(Script(gate=gate))
     results = await asyncio.gather(
-        *(answer(world, chat_id, f"n{n}") for n in range(20)), return_exceptions=True
+        *(world.service.send_message(world.ann, chat_id, f"n{n}") for n in range(20)),
+        return_exceptions=True,
     )
-    answered = [r for r in results if isinstance(r, Message)]
-    assert len(answered) == 1
-    assert all(isinstance(r, ConflictError) for r in results if r not in answered)
+    accepted = [r for r in results if not isinstance(r, BaseException)]
+    assert len(accepted) == 1
+    assert all(isinstance(r, AnswerInProgressError) for r in results if r not in accepted)
+    gate.set()
+    answered = await accepted[0].complete()
     stored = await world.stored(chat_id)
     assert [m.role for m in stored] == [MessageRole.USER, MessageRole.ASSISTANT]
-    assert stored[1] == answered[0]
+    assert stored[1] == answered
     chat, _ = await world.service.get_chat(world.ann, chat_id)
-    assert (chat.message_count, chat.current_message_id) == (2, answered[0].id)
+    assert (chat.message_count, chat.current_message_id) == (2, answered.id)
     # Once the answer is stored, the chat takes the next question.
     assert (await answer(world, chat_id, "next")).parent_id is not None
     assert (await answer(world, other, "elsewhere")).role is MessageRole.ASSISTANT
@@ -668,19 +688,24 @@ async def test_abandoning_ends_an_answer_waiting_on_the_model_stored_failed(
     world.llm.will(Script(pieces=("So", " far"), hang=True))
     exchange = await world.service.send_message(world.ann, chat_id, "Go")
     seen: list[str] = []
+    ended: list[AnswerEvent] = []
 
     async def read() -> None:
         async for event in exchange.events:
-            assert isinstance(event, AnswerDelta)
-            seen.append(event.text)
+            if isinstance(event, AnswerDelta):
+                seen.append(event.text)
+            else:
+                ended.append(event)
 
     reader = asyncio.create_task(read())
     await asyncio.wait_for(world.llm.hanging.wait(), 5)
     world.service.abandon_answers()
-    with pytest.raises(UnavailableError, match="shutting down"):
-        await reader
+    await reader
+    assert isinstance(ended[0], AnswerFailed)
+    assert isinstance(ended[0].error, UnavailableError)
+    assert "shutting down" in ended[0].error.detail
     assert world.llm.finished == 1, "the model call was left at once"
-    assert seen == ["So", " far"]
+    assert "".join(seen) == "So far"
     stored = await world.stored(chat_id)
     assert (stored[-1].status, stored[-1].content) == (MessageStatus.FAILED, "So far")
     assert len(stored) == 2, "stored once"
@@ -688,12 +713,14 @@ async def test_abandoning_ends_an_answer_waiting_on_the_model_stored_failed(
 
 async def test_abandoning_ends_an_answer_between_pieces_at_its_next_one(world: World) -> None:
     chat_id = await world.chat()
-    world.llm.will(Script(pieces=("Par", "tial", " more")))
+    gate = asyncio.Event()
+    world.llm.will(Script(pieces=("Par", "tial", " more"), gate=gate))
     exchange = await world.service.send_message(world.ann, chat_id, "Go")
-    assert await anext(exchange.events) == AnswerDelta("Par")
-    world.service.abandon_answers()  # while the reader holds the first piece
+    assert await anext(exchange.events) == AnswerDelta("Par", 3)
+    world.service.abandon_answers()  # while the model holds back the rest
+    gate.set()
     with pytest.raises(UnavailableError):
-        await anext(exchange.events)
+        await exchange.complete()
     stored = await world.stored(chat_id)
     assert (stored[-1].status, stored[-1].content) == (MessageStatus.FAILED, "Par")
 
@@ -808,18 +835,18 @@ async def test_no_regenerate_or_send_while_an_answer_is_written(world: World) ->
     first = await answer(world, chat_id, "Hi")
     world.llm.will(Script(hang=True))
     running = await world.service.send_message(world.ann, chat_id, "Tell me more")
-    reading = asyncio.create_task(running.complete())
     await world.llm.hanging.wait()
-    with pytest.raises(ConflictError):
+    before = await world.stored(chat_id)
+    with pytest.raises(AnswerInProgressError):
         await world.service.regenerate(world.ann, chat_id, first.id)
-    with pytest.raises(ConflictError):
+    with pytest.raises(AnswerInProgressError):
         await world.service.send_message(world.ann, chat_id, "and?")
-    reading.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await reading
-    # An exchange closed before it was read frees the chat too.
-    unread = await world.service.send_message(world.ann, chat_id, "again")
-    await unread.events.aclose()
+    assert await world.stored(chat_id) == before, "refusals store nothing"
+    # A reader leaving does not free the chat; stopping the answer does.
+    await running.events.aclose()  # type: ignore[attr-defined]
+    with pytest.raises(AnswerInProgressError):
+        await world.service.send_message(world.ann, chat_id, "and?")
+    assert await world.service.stop(world.ann, chat_id) == [running.answer.id]
     assert (await answer(world, chat_id, "and now")).role is MessageRole.ASSISTANT
 
 
@@ -834,3 +861,206 @@ async def test_an_unknown_model_for_one_answer_is_refused_before_anything_is_sto
     assert once.model == "model-b"
     chat, _ = await world.service.get_chat(world.ann, chat_id)
     assert (chat.model, chat.message_count) == ("model-a", 2)
+
+
+# --- answers the server owns: stop, follow, other processes -------------------------------
+
+
+async def second_process(world: World, hub: InMemorySignalHub) -> tuple[ChatService, ScriptedLlm]:
+    """Another process of ``world``'s deployment: the same store, the same signals."""
+    llm = ScriptedLlm()
+    service, _ = build(llm, repos=world.repos, hub=hub, max_history_messages=5, model_titles=False)
+    await service.start()
+    return service, llm
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[tuple[World, ChatService, ScriptedLlm]]:
+    """Two processes: ``world`` (the first) and another on the same store and signals."""
+    hub = InMemorySignalHub()
+    llm, images, telemetry = ScriptedLlm(), FakeImages(), RecordingTelemetry()
+    service, repos = build(
+        llm, images, telemetry, hub=hub, max_history_messages=5, model_titles=False
+    )
+    ann = await repos.users.add(NewUser(email="ann@example.com", username="ann", password_hash="h"))
+    bob = await repos.users.add(NewUser(email="bob@example.com", username="bob", password_hash="h"))
+    world = World(service, repos, llm, images, telemetry, ann.id, bob.id)
+    await service.start()
+    other, other_llm = await second_process(world, hub)
+    yield world, other, other_llm
+    await other.aclose()
+    await service.aclose()
+
+
+async def test_stop_stores_the_text_so_far_as_stopped(world: World) -> None:
+    chat_id = await world.chat()
+    world.llm.will(Script(pieces=("Half", " way"), hang=True))
+    exchange = await world.service.send_message(world.ann, chat_id, "Go")
+    await world.llm.hanging.wait()
+    assert await world.service.stop(world.ann, chat_id) == [exchange.answer.id]
+    stored = (await world.stored(chat_id))[-1]
+    assert (stored.status, stored.content, stored.owner) == (
+        MessageStatus.STOPPED,
+        "Half way",
+        None,
+    ), "stored by the time stop returns"
+    events = [event async for event in exchange.events]
+    assert text_of(events) == "Half way"
+    assert events[-1] == AnswerStopped(stored)
+    assert world.llm.finished == 1, "the model call was left"
+    assert await world.service.stop(world.ann, chat_id) == [], "nothing left to stop"
+    with pytest.raises(NotFoundError):
+        await world.service.stop(world.bob, chat_id)
+    # A stopped answer is history the model sees, as far as it went.
+    await answer(world, chat_id, "Go on")
+    assert [t.text for t in world.llm.requests[-1].turns] == ["Go", "Half way", "Go on"]
+
+
+async def test_a_stop_from_another_process_stops_the_answer_where_it_is_written(
+    pair: tuple[World, ChatService, ScriptedLlm],
+) -> None:
+    world, other, _ = pair
+    chat_id = await world.chat()
+    world.llm.will(Script(pieces=("Some", " text"), hang=True))
+    exchange = await world.service.send_message(world.ann, chat_id, "Go")
+    await world.llm.hanging.wait()
+    follower_message, following = await other.follow(world.ann, chat_id, exchange.answer.id)
+    assert follower_message.status is MessageStatus.STREAMING
+    assert await other.stop(world.ann, chat_id) == [exchange.answer.id]
+    writer_events = [event async for event in exchange.events]
+    follower_events = [event async for event in following]
+    stored = (await world.stored(chat_id))[-1]
+    assert (stored.status, stored.content) == (MessageStatus.STOPPED, "Some text")
+    for events in (writer_events, follower_events):
+        assert text_of(events) == "Some text"
+        assert events[-1] == AnswerStopped(stored)
+
+
+async def test_following_an_answer_from_another_process_misses_and_repeats_nothing(
+    pair: tuple[World, ChatService, ScriptedLlm],
+) -> None:
+    world, other, _ = pair
+    chat_id = await world.chat()
+    gate = asyncio.Event()
+    world.llm.will(Script(pieces=("One", " two", " three", " four"), gate=gate))
+    exchange = await world.service.send_message(world.ann, chat_id, "Count")
+    assert await anext(exchange.events) == AnswerDelta("One", 3)
+    # A reader elsewhere that had received two characters resumes there.
+    _, following = await other.follow(world.ann, chat_id, exchange.answer.id, offset=2)
+    first = await anext(following)
+    assert first == AnswerDelta("e", 3)
+    gate.set()
+    rest = [event async for event in following]
+    stored = await exchange.complete()
+    assert "On" + text_of([first, *rest], start=2) == stored.content == "One two three four"
+    assert rest[-1] == AnswerDone(stored)
+    # Each delta's offset counts from the start of the answer.
+    offsets = [e.offset for e in (first, *rest) if isinstance(e, AnswerDelta)]
+    assert offsets[-1] == len(stored.content)
+
+
+async def test_following_a_finished_answer_sends_the_rest_then_its_end(world: World) -> None:
+    chat_id = await world.chat()
+    stored = await answer(world, chat_id, "Hi")
+    message, events = await world.service.follow(world.ann, chat_id, stored.id, offset=3)
+    assert message == stored
+    assert [event async for event in events] == [
+        AnswerDelta("lo there", len("Hello there")),
+        AnswerDone(stored),
+    ]
+    _, events = await world.service.follow(world.ann, chat_id, stored.id, offset=99)
+    assert [event async for event in events] == [AnswerDone(stored)]
+    with pytest.raises(NotFoundError):
+        await world.service.follow(world.bob, chat_id, stored.id)
+    with pytest.raises(NotFoundError):  # a question has no stream
+        await world.service.follow(world.ann, chat_id, stored.parent_id or 0)
+    with pytest.raises(InvalidInputError):
+        await world.service.follow(world.ann, chat_id, stored.id, offset=-1)
+
+
+async def test_an_answer_longer_than_its_time_fails_with_its_text() -> None:
+    llm = ScriptedLlm()
+    service, repos = build(llm, timeout_seconds=0.01)
+    user = await repos.users.add(NewUser(email="t@example.com", username="t", password_hash="h"))
+    chat = await service.create_chat(user.id)
+    llm.will(Script(pieces=("Slow",), hang=True))
+    exchange = await service.send_message(user.id, chat.id, "Hi")
+    with pytest.raises(UpstreamTimeoutError):
+        await exchange.complete()
+    stored = await active_branch(repos, user.id, chat.id)
+    assert (stored[-1].status, stored[-1].content) == (MessageStatus.FAILED, "Slow")
+    await service.aclose()
+
+
+async def test_a_user_may_have_only_so_many_answers_written_at_once() -> None:
+    llm = ScriptedLlm()
+    service, repos = build(llm, max_running_per_user=2)
+    user = await repos.users.add(NewUser(email="u@example.com", username="u", password_hash="h"))
+    chats = [(await service.create_chat(user.id)).id for _ in range(3)]
+    llm.will(Script(hang=True), Script(hang=True))
+    for chat_id in chats[:2]:
+        await service.send_message(user.id, chat_id, "Go")
+    with pytest.raises(TooManyAnswersError):
+        await service.send_message(user.id, chats[2], "Go")
+    assert await active_branch(repos, user.id, chats[2]) == []
+    await service.stop(user.id, chats[0])
+    await service.send_message(user.id, chats[2], "Go")
+    service.abandon_answers()
+    await service.aclose()
+
+
+async def test_the_text_is_saved_while_it_grows() -> None:
+    llm = ScriptedLlm()
+    service, repos = build(llm, progress_seconds=0.01)
+    saved: list[dict[int, str]] = []
+    whole = asyncio.Event()
+    save_progress = repos.messages.save_progress
+
+    async def recording(texts: Mapping[int, str]) -> None:
+        await save_progress(texts)
+        saved.append(dict(texts))
+        if "Written so far" in texts.values():
+            whole.set()
+
+    repos.messages.save_progress = recording  # type: ignore[method-assign]
+    user = await repos.users.add(NewUser(email="p@example.com", username="p", password_hash="h"))
+    chat = await service.create_chat(user.id)
+    llm.will(Script(pieces=("Written", " so far"), hang=True))
+    exchange = await service.send_message(user.id, chat.id, "Go")
+    await asyncio.wait_for(whole.wait(), 5)
+    stored = await repos.messages.get(user.id, chat.id, exchange.answer.id)
+    assert stored is not None
+    assert (stored.status, stored.content) == (MessageStatus.STREAMING, "Written so far")
+    assert all(list(texts) == [exchange.answer.id] for texts in saved)
+    service.abandon_answers()
+    await service.aclose()
+
+
+async def test_answers_of_a_process_that_died_are_failed_at_start(world: World) -> None:
+    chat_id = await world.chat()
+    world.llm.will(Script(pieces=("Cut",), hang=True))
+    exchange = await world.service.send_message(world.ann, chat_id, "Go")
+    await world.llm.hanging.wait()
+    # The writing process dies: its key is no longer held by anyone.
+    world.repos.store.live_owners.clear()
+    successor, _ = build(ScriptedLlm(), repos=world.repos)
+    await successor.start()
+    stored = await world.repos.messages.get(world.ann, chat_id, exchange.answer.id)
+    assert stored is not None
+    assert (stored.status, stored.owner) == (MessageStatus.FAILED, None)
+    await successor.aclose()
+    world.service.abandon_answers()
+
+
+async def test_closing_stores_answers_still_running_as_failed() -> None:
+    llm = ScriptedLlm()
+    service, repos = build(llm, shutdown_grace_seconds=0.01)
+    user = await repos.users.add(NewUser(email="c@example.com", username="c", password_hash="h"))
+    chat = await service.create_chat(user.id)
+    llm.will(Script(pieces=("Before the end",), hang=True))
+    exchange = await service.send_message(user.id, chat.id, "Go")
+    await llm.hanging.wait()
+    await service.aclose()
+    stored = await repos.messages.get(user.id, chat.id, exchange.answer.id)
+    assert stored is not None
+    assert (stored.status, stored.content) == (MessageStatus.FAILED, "Before the end")

@@ -129,8 +129,23 @@ def test_the_stream_and_the_files_are_described(document: dict[str, Any]) -> Non
     assert list(send["201"]["content"]) == ["application/json"]
     stream = send["200"]["content"]["text/event-stream"]
     events = {name: ref["$ref"].rsplit("/", 1)[1] for name, ref in stream["x-events"].items()}
-    assert list(events) == ["user_message", "delta", "done", "error"]
+    assert list(events) == [
+        "user_message",
+        "assistant_message",
+        "delta",
+        "done",
+        "stopped",
+        "error",
+    ]
     schemas = document["components"]["schemas"]
+    delta = schemas["EventDelta"]["properties"]
+    assert delta["id"]["pattern"] == "^[0-9]+:[0-9]+$"
+    assert "id" not in schemas["EventDone"]["properties"]
+    resume = document["paths"]["/chats/{chat_id}/messages/{message_id}/stream"]["get"]
+    assert list(resume["responses"]["200"]["content"]) == ["application/json", "text/event-stream"]
+    assert {p["name"] for p in resume["parameters"]} >= {"Last-Event-ID", "offset"}
+    stop = document["paths"]["/chats/{chat_id}/stop"]["post"]["responses"]
+    assert set(stop) >= {"200", "401", "404"}
     for component in events.values():
         assert component in schemas
         assert f"(#/components/schemas/{component})" in stream["schema"]["description"]

@@ -16,6 +16,7 @@ storage in memory, and a lock for one process.
 
 from __future__ import annotations
 
+from adapters.memory.answers import InMemoryAnswerOwner
 from adapters.memory.cache import InMemoryCache
 from adapters.memory.chats import InMemoryChatRepository, InMemoryMessageRepository
 from adapters.memory.clock import FakeClock
@@ -28,6 +29,7 @@ from adapters.memory.probe import InMemoryDatabaseProbe
 from adapters.memory.ratelimit import InMemoryRateLimiter
 from adapters.memory.repositories import InMemoryRepositories
 from adapters.memory.sessions import InMemorySessionRepository
+from adapters.memory.signals import InMemoryAnswerSignals, InMemorySignalHub
 from adapters.memory.stats import InMemoryStatsRepository
 from adapters.memory.storage import memory_file_storage
 from adapters.memory.store import InMemoryStore
@@ -37,6 +39,8 @@ from adapters.memory.users import InMemoryUserRepository
 __all__ = [
     "FakeClock",
     "FastPasswordHasher",
+    "InMemoryAnswerOwner",
+    "InMemoryAnswerSignals",
     "InMemoryCache",
     "InMemoryChatRepository",
     "InMemoryDatabaseProbe",
@@ -47,6 +51,7 @@ __all__ = [
     "InMemoryRateLimiter",
     "InMemoryRepositories",
     "InMemorySessionRepository",
+    "InMemorySignalHub",
     "InMemoryStatsRepository",
     "InMemoryStore",
     "InMemoryUserRepository",

@@ -3,15 +3,41 @@
 from __future__ import annotations
 
 import builtins
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
 
 from adapters.memory.store import StoreRepository, check_bigint, check_page, contains, utc
-from gemini_core.entities import Chat, ChatChanges, ChatCursor, Message, NewChat, NewMessage
-from gemini_core.errors import InvalidInputError, NotFoundError
+from gemini_core.entities import (
+    Chat,
+    ChatChanges,
+    ChatCursor,
+    Message,
+    MessageRole,
+    MessageStatus,
+    NewAnswer,
+    NewChat,
+    NewMessage,
+)
+from gemini_core.errors import (
+    AnswerInProgressError,
+    InvalidInputError,
+    NotFoundError,
+    TooManyAnswersError,
+)
 from gemini_core.ports import SearchHit
 
 __all__ = ["InMemoryChatRepository", "InMemoryMessageRepository"]
+
+# The PostgreSQL adapter's words, so a caller cannot tell the two apart.
+_NO_SUCH_CHAT_OR_MESSAGE = "No such chat or message."
+_ANSWER_IN_PROGRESS = (
+    "An answer is being written in this chat; wait for it, or stop it, then send again."
+)
+_TOO_MANY_ANSWERS = "You have as many answers being written as allowed; wait for one to end."
+_TOO_MANY_ANSWERS_RETRY_AFTER = 5
+# Answers whose owner may still store their end.
+_UNFINISHED = frozenset({MessageStatus.STREAMING, MessageStatus.STOPPED})
 
 
 def _chat_order(chat: Chat) -> tuple[bool, datetime, int]:
@@ -108,15 +134,26 @@ class InMemoryChatRepository(StoreRepository):
 
 class InMemoryMessageRepository(StoreRepository):
     async def add(self, message: NewMessage) -> Message:
+        chat, parent_id = self._placement(message)
+        return self._with_siblings(self._store_message(message, chat, parent_id))
+
+    def _placement(self, message: NewMessage) -> tuple[Chat, int | None]:
+        """The chat ``message`` goes in and its parent, as ``add`` checks them."""
         chat = self._store.chats.get(message.chat_id)
         if chat is None or chat.user_id != message.user_id:
-            raise NotFoundError("No such chat or message.")
+            raise NotFoundError(_NO_SUCH_CHAT_OR_MESSAGE)
         parent_id = chat.current_message_id if message.after_current_leaf else message.parent_id
         parent = None if parent_id is None else self._store.messages.get(parent_id)
         if parent_id is not None and (parent is None or parent.chat_id != chat.id):
-            raise NotFoundError("No such chat or message.")
+            raise NotFoundError(_NO_SUCH_CHAT_OR_MESSAGE)
         if any(n is not None and n < 0 for n in (message.prompt_tokens, message.completion_tokens)):
             raise InvalidInputError("A value is out of the allowed range.")
+        return chat, parent_id
+
+    def _store_message(
+        self, message: NewMessage, chat: Chat, parent_id: int | None, *, owner: int | None = None
+    ) -> Message:
+        """Store a checked message: count it on its chat and make it the current leaf."""
         now = self._now()
         stored = Message(
             id=self._store.next_id("messages"),
@@ -131,6 +168,7 @@ class InMemoryMessageRepository(StoreRepository):
             completion_tokens=message.completion_tokens,
             created_at=now,
             parent_id=parent_id,
+            owner=owner,
         )
         self._store.messages[stored.id] = stored
         self._store.chats[chat.id] = replace(
@@ -139,7 +177,7 @@ class InMemoryMessageRepository(StoreRepository):
             updated_at=now,
             current_message_id=stored.id,
         )
-        return self._with_siblings(stored)
+        return stored
 
     async def get(self, user_id: int, chat_id: int, message_id: int) -> Message | None:
         check_bigint(message_id)
@@ -163,6 +201,115 @@ class InMemoryMessageRepository(StoreRepository):
             path.append(message)
             at = message.parent_id
         return [self._with_siblings(m) for m in reversed(path)]
+
+    # --- answers being written ------------------------------------------------------
+    # Every check comes before anything is stored, so a refusal stores nothing.
+
+    async def start_answer(self, answer: NewAnswer) -> tuple[Message, Message]:
+        running = [
+            m
+            for m in self._store.messages.values()
+            if m.user_id == answer.user_id and m.status is MessageStatus.STREAMING
+        ]
+        if answer.max_running is not None:
+            # As PostgreSQL refuses, under the user's turn: the chat's own answer, then the cap.
+            if any(m.chat_id == answer.chat_id for m in running):
+                raise AnswerInProgressError(_ANSWER_IN_PROGRESS)
+            if len(running) >= answer.max_running:
+                raise TooManyAnswersError(
+                    _TOO_MANY_ANSWERS, retry_after=_TOO_MANY_ANSWERS_RETRY_AFTER
+                )
+        question: NewMessage | Message | None = answer.question
+        parent_id = None
+        if answer.question is not None:
+            _, parent_id = self._placement(answer.question)
+        else:
+            check_bigint(answer.question_id)
+            question = self._store.messages.get(answer.question_id or 0)
+        chat = self._store.chats.get(answer.chat_id)
+        if (
+            chat is None
+            or chat.user_id != answer.user_id
+            or question is None
+            or (question.chat_id, question.user_id, question.role)
+            != (chat.id, chat.user_id, MessageRole.USER)
+        ):
+            raise NotFoundError(_NO_SUCH_CHAT_OR_MESSAGE)
+        if not 0 < answer.owner < 2**31:  # a positive int4, as the column takes
+            raise InvalidInputError("A value is out of the allowed range.")
+        if any(m.chat_id == chat.id for m in running):
+            raise AnswerInProgressError(_ANSWER_IN_PROGRESS)
+
+        if isinstance(question, NewMessage):
+            question = self._store_message(question, chat, parent_id)
+            chat = self._store.chats[chat.id]
+        written = NewMessage(
+            chat_id=chat.id,
+            user_id=chat.user_id,
+            role=MessageRole.ASSISTANT,
+            content="",
+            status=MessageStatus.STREAMING,
+            model=answer.model,
+        )
+        added = self._store_message(written, chat, question.id, owner=answer.owner)
+        return self._with_siblings(question), self._with_siblings(added)
+
+    async def save_progress(self, texts: Mapping[int, str]) -> None:
+        for message_id, text in texts.items():
+            message = self._store.messages.get(message_id)
+            if message is not None and message.status is MessageStatus.STREAMING:
+                self._store.messages[message_id] = replace(message, content=text)
+
+    async def finish_answer(
+        self,
+        message_id: int,
+        *,
+        status: MessageStatus,
+        content: str,
+        prompt_tokens: int | None,
+        completion_tokens: int | None,
+    ) -> Message | None:
+        if not status.final:
+            raise InvalidInputError("An answer ends complete, failed or stopped.")
+        check_bigint(message_id)
+        if any(n is not None and n < 0 for n in (prompt_tokens, completion_tokens)):
+            raise InvalidInputError("A value is out of the allowed range.")
+        message = self._store.messages.get(message_id)
+        if message is None or message.owner is None or message.status not in _UNFINISHED:
+            return None
+        finished = replace(
+            message,
+            status=status if message.status is MessageStatus.STREAMING else message.status,
+            content=content,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            owner=None,
+        )
+        self._store.messages[message_id] = finished
+        return self._with_siblings(finished)
+
+    async def stop_answers(self, user_id: int, chat_id: int) -> builtins.list[int]:
+        stopped = sorted(
+            m.id
+            for m in self._store.messages.values()
+            if m.chat_id == chat_id and m.user_id == user_id and m.status is MessageStatus.STREAMING
+        )
+        for message_id in stopped:
+            message = self._store.messages[message_id]
+            self._store.messages[message_id] = replace(message, status=MessageStatus.STOPPED)
+        return stopped
+
+    async def fail_orphaned(self) -> builtins.list[int]:
+        failed = []
+        for message in sorted(self._store.messages.values(), key=lambda m: m.id):
+            if message.owner is None or message.owner in self._store.live_owners:
+                continue
+            status = message.status
+            if status is MessageStatus.STREAMING:
+                status = MessageStatus.FAILED
+                failed.append(message.id)
+            self._store.messages[message.id] = replace(message, status=status, owner=None)
+        return failed
 
     def _with_siblings(self, message: Message) -> Message:
         siblings = sorted(

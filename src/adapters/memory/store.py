@@ -31,6 +31,9 @@ class InMemoryStore:
     files: dict[int, FileUpload] = field(default_factory=dict)
     otps: dict[int, OtpVerification] = field(default_factory=dict)
     sessions: dict[int, UserSession] = field(default_factory=dict)
+    live_owners: set[int] = field(default_factory=set)
+    """The keys of the live ``AnswerOwner``s (what PostgreSQL reads in
+    ``pg_locks``); a test may add or remove one to play a process."""
     _sequences: dict[str, Iterator[int]] = field(default_factory=dict)
 
     def next_id(self, table: str) -> int:

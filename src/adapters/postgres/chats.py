@@ -10,25 +10,56 @@ Messages form a tree (``parent_id``). A branch is read by walking up from its
 last message, one primary-key lookup a step, and stops after the page: a chat
 of ten thousand messages costs what a chat of ten does. Each message's
 ``siblings`` come from ``messages_chat_parent_idx``.
+
+An answer being written is a ``streaming`` row from its first moment. A partial
+unique index (``messages_streaming_chat_key``) allows one per chat, so two
+processes starting an answer in one chat cannot both succeed; starts by one
+user take turns on an advisory lock when their running answers are capped, so
+the count they read cannot be overtaken. ``owner`` names the process writing an
+answer by the key of the advisory lock it holds for its lifetime: an owner
+whose lock nobody holds is gone, and ``fail_orphaned`` finds it in
+``pg_locks``.
 """
 
 from __future__ import annotations
 
 import builtins
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
 
-from psycopg.rows import dict_row
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.rows import dict_row, scalar_row
 
-from adapters.postgres._common import execute, fetch_all, fetch_one, pairs, rows_as
+from adapters.postgres._common import (
+    ANSWER_OWNER_LOCK_CLASS,
+    execute,
+    fetch_all,
+    fetch_one,
+    pairs,
+    query_one,
+    rows_as,
+    translated_errors,
+)
 from adapters.postgres.pool import Database
 from gemini_core.entities import (
     Chat,
     ChatChanges,
     ChatCursor,
     Message,
+    MessageRole,
+    MessageStatus,
+    NewAnswer,
     NewChat,
     NewMessage,
 )
-from gemini_core.errors import NotFoundError
+from gemini_core.errors import (
+    AnswerInProgressError,
+    InvalidInputError,
+    NotFoundError,
+    TooManyAnswersError,
+)
 from gemini_core.ports import SearchHit
 
 _CHAT_COLUMNS = """
@@ -91,7 +122,7 @@ _DELETE_CHAT = "DELETE FROM chats WHERE id = %(id)s AND user_id = %(user_id)s"
 
 _MESSAGE_FIELDS = """
     id, chat_id, user_id, role, content, file_ids, status, model,
-    prompt_tokens, completion_tokens, created_at, parent_id
+    prompt_tokens, completion_tokens, created_at, parent_id, owner
 """
 
 
@@ -236,6 +267,135 @@ ORDER BY hits.rank DESC, hits.id DESC
 )
 
 
+# --- answers being written ------------------------------------------------------------
+
+# One user's capped starts take turns from here to the end of their transaction.
+# The count is a statement of its own, after the lock: a statement's snapshot is
+# taken when it starts, so one that waited for the lock would count too few.
+_LOCK_USER_ANSWERS = "SELECT pg_advisory_xact_lock(%(lock_class)s, hashtext(%(user_id)s::text))"
+_USER_ANSWERS_LOCK_CLASS = 0x72756E  # "run"
+
+_RUNNING_ANSWERS = """
+SELECT count(*) AS running, count(*) FILTER (WHERE chat_id = %(chat_id)s) AS here
+FROM messages
+WHERE user_id = %(user_id)s AND status = 'streaming'
+"""
+
+# The chat's row is locked as for any message; the answer goes in only after a
+# user message of the chat, and becomes the chat's current leaf. A second
+# streaming answer in the chat violates messages_streaming_chat_key.
+_INSERT_ANSWER = (
+    """
+WITH chat AS (
+    SELECT id, user_id FROM chats
+    WHERE id = %(chat_id)s AND user_id = %(user_id)s
+    FOR UPDATE
+),
+added AS (
+    INSERT INTO messages (chat_id, user_id, role, content, status, model, owner, parent_id)
+    SELECT chat.id, chat.user_id, 'assistant', '', 'streaming', %(model)s::text,
+           %(owner)s::integer, question.id
+    FROM chat JOIN messages AS question
+        ON question.id = %(question_id)s::bigint
+       AND question.chat_id = chat.id
+       AND question.user_id = chat.user_id
+       AND question.role = 'user'
+    RETURNING *
+),
+counted AS (
+    UPDATE chats
+    SET message_count = message_count + 1, updated_at = now(), current_message_id = added.id
+    FROM added
+    WHERE chats.id = added.chat_id
+)
+SELECT"""
+    + _message_columns("added", just_added=True)
+    + "FROM added"
+)
+
+_SAVE_PROGRESS = """
+UPDATE messages SET content = progress.content
+FROM unnest(%(ids)s::bigint[], %(texts)s::text[]) AS progress(id, content)
+WHERE messages.id = progress.id AND messages.status = 'streaming'
+"""
+
+# An answer stopped meanwhile keeps its status but takes its last text. One
+# already finished, or failed by the sweep, has no owner: left alone.
+_FINISH_ANSWER = (
+    """
+WITH finished AS (
+    UPDATE messages
+    SET status = CASE WHEN status = 'streaming' THEN %(status)s::text ELSE status END,
+        content = %(content)s::text,
+        prompt_tokens = %(prompt_tokens)s::integer,
+        completion_tokens = %(completion_tokens)s::integer,
+        owner = NULL
+    WHERE id = %(id)s::bigint AND owner IS NOT NULL AND status IN ('streaming', 'stopped')
+    RETURNING *
+)
+SELECT"""
+    + _message_columns("finished")
+    + "FROM finished"
+)
+
+# The owner stays: its process still stores the last text (see _FINISH_ANSWER).
+_STOP_ANSWERS = """
+WITH stopped AS (
+    UPDATE messages SET status = 'stopped'
+    WHERE chat_id = %(chat_id)s AND user_id = %(user_id)s AND status = 'streaming'
+    RETURNING id
+)
+SELECT id FROM stopped ORDER BY id
+"""
+
+# Live owners are the keys whose advisory lock someone in this database holds
+# (two-int4 form: classid is the first key, objid the second, objsubid 2); the
+# lock table is read once. The two updates take disjoint rows of one snapshot:
+# an answer stopped concurrently is skipped by the first (its status re-checked)
+# and not seen by the second, so it keeps its owner until the next sweep.
+_FAIL_ORPHANED = """
+WITH live AS (
+    SELECT objid::bigint AS owner FROM pg_locks
+    WHERE locktype = 'advisory'
+      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+      AND classid::bigint = %(lock_class)s
+      AND objsubid = 2
+      AND granted
+),
+failed AS (
+    UPDATE messages SET status = 'failed', owner = NULL
+    WHERE owner IS NOT NULL AND status = 'streaming'
+      AND NOT EXISTS (SELECT 1 FROM live WHERE live.owner = messages.owner)
+    RETURNING id
+),
+released AS (
+    UPDATE messages SET owner = NULL
+    WHERE owner IS NOT NULL AND status <> 'streaming'
+      AND NOT EXISTS (SELECT 1 FROM live WHERE live.owner = messages.owner)
+)
+SELECT id FROM failed ORDER BY id
+"""
+
+_ANSWER_IN_PROGRESS = (
+    "An answer is being written in this chat; wait for it, or stop it, then send again."
+)
+_TOO_MANY_ANSWERS = "You have as many answers being written as allowed; wait for one to end."
+# A cap frees up as soon as one answer ends: seconds, not minutes.
+_TOO_MANY_ANSWERS_RETRY_AFTER = 5
+
+
+@contextmanager
+def _one_answer_per_chat() -> Iterator[None]:
+    """A second streaming answer in a chat is ``AnswerInProgressError``; inside
+    ``translated_errors``, which would make it a plain conflict."""
+    try:
+        yield
+    except pg_errors.UniqueViolation as exc:
+        if exc.diag.constraint_name == "messages_streaming_chat_key":
+            raise AnswerInProgressError(_ANSWER_IN_PROGRESS) from exc
+        raise
+
+
 _CHAT_ROWS = rows_as(Chat)
 _MESSAGE_ROWS = rows_as(Message)
 # A found message, and the columns a search adds to it.
@@ -324,24 +484,7 @@ class PostgresMessageRepository:
         self._db = db
 
     async def add(self, message: NewMessage) -> Message:
-        added = await fetch_one(
-            self._db,
-            _INSERT_MESSAGE,
-            {
-                "chat_id": message.chat_id,
-                "user_id": message.user_id,
-                "role": message.role.value,
-                "content": message.content,
-                "file_ids": list(message.file_ids),
-                "status": message.status.value,
-                "model": message.model,
-                "prompt_tokens": message.prompt_tokens,
-                "completion_tokens": message.completion_tokens,
-                "parent_id": message.parent_id,
-                "after_current_leaf": message.after_current_leaf,
-            },
-            _MESSAGE_ROWS,
-        )
+        added = await fetch_one(self._db, _INSERT_MESSAGE, _message_params(message), _MESSAGE_ROWS)
         if added is None:
             raise NotFoundError("No such chat or message.")
         return added
@@ -369,3 +512,102 @@ class PostgresMessageRepository:
             SearchHit(message=message, chat_title=row["chat_title"], snippet=row["snippet"])
             for message, row in rows
         ]
+
+    # --- answers being written ------------------------------------------------------
+
+    async def start_answer(self, answer: NewAnswer) -> tuple[Message, Message]:
+        # One transaction: a refusal at any step rolls back the question too.
+        async with self._db.transaction() as conn:
+            with translated_errors(), _one_answer_per_chat():
+                if answer.max_running is not None:
+                    await _check_running(conn, answer, answer.max_running)
+                question = await _question(conn, answer)
+                params = {
+                    "chat_id": answer.chat_id,
+                    "user_id": answer.user_id,
+                    "question_id": question.id,
+                    "model": answer.model,
+                    "owner": answer.owner,
+                }
+                added = await query_one(conn, _INSERT_ANSWER, params, _MESSAGE_ROWS)
+                if added is None:
+                    raise NotFoundError("No such chat or message.")
+        return question, added
+
+    async def save_progress(self, texts: Mapping[int, str]) -> None:
+        if texts:
+            params = {"ids": list(texts), "texts": list(texts.values())}
+            await execute(self._db, _SAVE_PROGRESS, params)
+
+    async def finish_answer(
+        self,
+        message_id: int,
+        *,
+        status: MessageStatus,
+        content: str,
+        prompt_tokens: int | None,
+        completion_tokens: int | None,
+    ) -> Message | None:
+        if not status.final:
+            raise InvalidInputError("An answer ends complete, failed or stopped.")
+        params = {
+            "id": message_id,
+            "status": status.value,
+            "content": content,
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+        }
+        return await fetch_one(self._db, _FINISH_ANSWER, params, _MESSAGE_ROWS)
+
+    async def stop_answers(self, user_id: int, chat_id: int) -> builtins.list[int]:
+        params = {"user_id": user_id, "chat_id": chat_id}
+        return await fetch_all(self._db, _STOP_ANSWERS, params, scalar_row)
+
+    async def fail_orphaned(self) -> builtins.list[int]:
+        params = {"lock_class": ANSWER_OWNER_LOCK_CLASS}
+        return await fetch_all(self._db, _FAIL_ORPHANED, params, scalar_row)
+
+
+async def _check_running(conn: psycopg.AsyncConnection[Any], answer: NewAnswer, cap: int) -> None:
+    """Refuse a start over the user's cap, after taking the user's turn (held to
+    the end of the transaction, so the next start counts this answer)."""
+    lock = {"lock_class": _USER_ANSWERS_LOCK_CLASS, "user_id": answer.user_id}
+    await conn.execute(_LOCK_USER_ANSWERS, lock)
+    params = {"user_id": answer.user_id, "chat_id": answer.chat_id}
+    counts = await query_one(conn, _RUNNING_ANSWERS, params, dict_row)
+    assert counts is not None
+    # Under the user's turn the chat's own answer is known too: the more useful refusal.
+    if counts["here"]:
+        raise AnswerInProgressError(_ANSWER_IN_PROGRESS)
+    if counts["running"] >= cap:
+        raise TooManyAnswersError(_TOO_MANY_ANSWERS, retry_after=_TOO_MANY_ANSWERS_RETRY_AFTER)
+
+
+async def _question(conn: psycopg.AsyncConnection[Any], answer: NewAnswer) -> Message:
+    """The answer's question: stored now, as ``add`` stores a message, or read back."""
+    if answer.question is not None:
+        question = await query_one(
+            conn, _INSERT_MESSAGE, _message_params(answer.question), _MESSAGE_ROWS
+        )
+    else:
+        params = {"id": answer.question_id, "chat_id": answer.chat_id, "user_id": answer.user_id}
+        question = await query_one(conn, _GET_MESSAGE, params, _MESSAGE_ROWS)
+    if question is None or question.role is not MessageRole.USER:
+        raise NotFoundError("No such chat or message.")
+    return question
+
+
+def _message_params(message: NewMessage) -> dict[str, object]:
+    return {
+        "chat_id": message.chat_id,
+        "user_id": message.user_id,
+        "role": message.role.value,
+        "content": message.content,
+        "file_ids": list(message.file_ids),
+        "status": message.status.value,
+        "model": message.model,
+        "prompt_tokens": message.prompt_tokens,
+        "completion_tokens": message.completion_tokens,
+        "parent_id": message.parent_id,
+        "after_current_leaf": message.after_current_leaf,
+    }
