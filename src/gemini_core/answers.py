@@ -187,8 +187,8 @@ class Answerer:
                     turns=await self._turns(chat, question),
                     timeout_seconds=self._settings.timeout_seconds,
                 )
-                async with aclosing(self._llm.stream(request)) as stream:
-                    while (item := await run.next_from(stream)) is not None:
+                async with run.interruptible(), aclosing(self._llm.stream(request)) as stream:
+                    async for item in stream:
                         if isinstance(item, Usage):
                             usage = item
                         elif isinstance(item, LlmChunk) and item.text:

@@ -30,6 +30,7 @@ import bisect
 import json
 import logging
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -212,28 +213,26 @@ class Run:
         if self._wait is not None:
             self._wait.reschedule(asyncio.get_running_loop().time())
 
-    async def next_from(self, stream: AsyncIterator[Any]) -> Any:
-        """The model's next item, or ``None`` after the last. Raises
-        ``Interrupted`` once the answer is interrupted, even mid-wait: the
-        deadline wraps this one wait and nothing else, so the cancellation it
-        causes lands on the model call and nowhere else."""
+    @asynccontextmanager
+    async def interruptible(self) -> AsyncIterator[None]:
+        """The scope of the model call: ``Interrupted`` once the answer is
+        interrupted or its time is up, even mid-wait. One deadline for the whole
+        call, which ``interrupt`` brings forward; the writer awaits nothing in it
+        but the model, so the cancellation it causes lands on the model call."""
         if self.interruption is not None:
             raise Interrupted
         try:
             async with asyncio.timeout_at(self._deadline) as wait:
                 self._wait = wait
-                try:
-                    return await anext(stream)
-                finally:
-                    self._wait = None
-        except StopAsyncIteration:
-            return None
+                yield
         except TimeoutError:
             if not wait.expired():
                 raise
             if self.interruption is None:
                 self.interruption = Interruption.TIMED_OUT
             raise Interrupted from None
+        finally:
+            self._wait = None
 
 
 class Interrupted(Exception):

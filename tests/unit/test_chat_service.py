@@ -1064,3 +1064,19 @@ async def test_closing_stores_answers_still_running_as_failed() -> None:
     stored = await repos.messages.get(user.id, chat.id, exchange.answer.id)
     assert stored is not None
     assert (stored.status, stored.content) == (MessageStatus.FAILED, "Before the end")
+
+
+async def test_a_slow_reader_slows_nothing_and_gets_what_it_missed_at_once(world: World) -> None:
+    chat_id = await world.chat()
+    world.llm.will(Script(pieces=tuple(f" {n}" for n in range(50))))
+    exchange = await world.service.send_message(world.ann, chat_id, "Count")
+    slow = exchange.events
+    first = await anext(slow)  # then it reads nothing while the answer is written
+    _, other = await world.service.follow(world.ann, chat_id, exchange.answer.id)
+    fast = [event async for event in other]
+    assert isinstance(fast[-1], AnswerDone), "the model and another reader went on"
+    rest = [event async for event in slow]
+    assert len(rest) == 2, "what it missed as one piece, then the end"
+    assert (
+        text_of([first, *rest]) == fast[-1].message.content == "".join(f" {n}" for n in range(50))
+    )

@@ -34,7 +34,7 @@ async def test_every_started_process_receives_every_message_in_order_the_senders
     await first.send("c")
     await delivered()
     assert first_inbox == second_inbox == ["a", "b", "c"]
-    assert hub.sent == ["a", "b", "c"]
+    assert list(hub.sent) == ["a", "b", "c"]
 
 
 async def test_messages_arrive_later_in_the_event_loop_never_inside_send() -> None:
@@ -88,7 +88,7 @@ async def test_a_hub_that_is_down_refuses_to_send() -> None:
     await signals.send("sent")
     await delivered()
     assert inbox == ["sent"]
-    assert hub.sent == ["sent"]
+    assert list(hub.sent) == ["sent"]
 
 
 async def test_a_message_takes_at_most_the_limit_and_no_nul() -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import codecs
 import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -113,7 +114,7 @@ class OpenAiCompatibleLlmClient:
                     async with asyncio.timeout_at(deadline):
                         await response.aread()
                     raise _status_error(response)
-                async for item in _chunks(response.aiter_lines(), deadline):
+                async for item in _chunks(response.aiter_bytes(), deadline):
                     yield item
             finally:
                 await response.aclose()
@@ -129,39 +130,69 @@ class OpenAiCompatibleLlmClient:
         await self._client.aclose()
 
 
-async def _chunks(lines: AsyncIterator[str], deadline: float) -> AsyncIterator[LlmChunk | Usage]:
-    """The pieces and usage in the event stream, up to ``[DONE]``."""
-    finished = False
-    usage: Usage | None = None
-    while True:
+async def _chunks(
+    received: AsyncIterator[bytes], deadline: float
+) -> AsyncIterator[LlmChunk | Usage]:
+    """The pieces and usage in the event stream, up to ``[DONE]``. Lines are split
+    here, with one bounded wait per network read (a read usually holds a whole
+    event): httpx's line iterator would stack two more generators on each piece."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    pending = ""
+    events = _Events()
+    while not events.finished:
         async with asyncio.timeout_at(deadline):
-            line = await anext(lines, None)
-        if line is None:
+            data = await anext(received, None)
+        if data is None:
             break
+        pending += decoder.decode(data)
+        *lines, pending = pending.split("\n")
+        for line in lines:
+            for item in events.read(line.removesuffix("\r")):
+                yield item
+            if events.finished:
+                break
+    if not (events.finished or events.ended):
+        raise UpstreamError(BROKE_OFF)
+    if events.usage is not None:
+        yield events.usage
+
+
+class _Events:
+    """What the event stream's lines say: pieces, usage, and whether it ended."""
+
+    def __init__(self) -> None:
+        self.finished = False
+        self.usage: Usage | None = None
+        self._done = False
+
+    def read(self, line: str) -> list[LlmChunk]:
         if not line.startswith("data:"):
-            continue  # blank separators, comments (": keep-alive"), event names
+            return []  # blank separators, comments (": keep-alive"), event names
         data = line.removeprefix("data:").strip()
         if data == "[DONE]":
-            finished = True
-            break
+            self.finished = True
+            return []
         chunk = _parse(data)
         if (reported := chunk.get("usage")) and isinstance(reported, dict):
-            usage = Usage(
+            self.usage = Usage(
                 prompt_tokens=_count(reported.get("prompt_tokens")),
                 completion_tokens=_count(reported.get("completion_tokens")),
             )
+        pieces = []
         for choice in chunk.get("choices") or ():
             if not isinstance(choice, dict):
                 continue
             delta = choice.get("delta") or {}
             text = delta.get("content") if isinstance(delta, dict) else None
             if isinstance(text, str) and text:
-                yield LlmChunk(text)
-            finished = finished or bool(choice.get("finish_reason"))
-    if not finished:
-        raise UpstreamError(BROKE_OFF)
-    if usage is not None:
-        yield usage
+                pieces.append(LlmChunk(text))
+            self._done = self._done or bool(choice.get("finish_reason"))
+        return pieces
+
+    @property
+    def ended(self) -> bool:
+        """A finish reason was seen (the stream may still end without ``[DONE]``)."""
+        return self._done
 
 
 def _parse(data: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 
 from gemini_core.errors import UnavailableError
@@ -19,13 +20,15 @@ from gemini_core.ports import MAX_SIGNAL_BYTES
 
 log = logging.getLogger(__name__)
 
+SENT_KEPT = 10_000
+
 
 class InMemorySignalHub:
     """What the processes of one deployment share: the channel."""
 
     def __init__(self) -> None:
-        self.sent: list[str] = []
-        """Every message sent, in order."""
+        self.sent: deque[str] = deque(maxlen=SENT_KEPT)
+        """The messages sent, in order (the newest ``SENT_KEPT``)."""
         self.down = False
         """While set, ``send`` fails with ``UnavailableError``, as it does when
         the server cannot be reached; a test may set it."""
