@@ -16,12 +16,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import codecs
-import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import httpx
+import msgspec
 
 from adapters.llm._common import (
     BROKE_OFF,
@@ -195,10 +195,13 @@ class _Events:
         return self._done
 
 
+_decode = msgspec.json.Decoder().decode  # several times json's speed, on every piece
+
+
 def _parse(data: str) -> dict[str, Any]:
     try:
-        chunk = json.loads(data)
-    except ValueError as exc:
+        chunk = _decode(data)
+    except msgspec.DecodeError as exc:
         raise UpstreamError("The model server sent something that is not JSON.") from exc
     if not isinstance(chunk, dict):
         raise UpstreamError("The model server sent something unexpected.")
