@@ -55,7 +55,8 @@ test-integration: $(VENV)/.installed-dev ## integration tests only
 # seed) and a client generated from it. `make test` runs it with 100 cases per
 # operation; this target with 300 (CONTRACT_MAX_EXAMPLES), as CI does.
 contract: $(VENV)/.installed-dev ## the API contract in full: schemathesis over a live server, a generated client
-	CONTRACT_MAX_EXAMPLES=$${CONTRACT_MAX_EXAMPLES:-300} $(BIN)/python -m pytest tests/contract
+	CONTRACT_MAX_EXAMPLES=$${CONTRACT_MAX_EXAMPLES:-300} CONTRACT_TIMEOUT=$${CONTRACT_TIMEOUT:-900} \
+		$(BIN)/python -m pytest tests/contract
 
 lint: $(VENV)/.installed-dev ## ruff, mypy --strict, import-linter
 	$(BIN)/ruff check src tests

@@ -17,10 +17,12 @@ finding, not only the first per operation. Two runs gave the same findings.
 
 Cost: ``CONTRACT_MAX_EXAMPLES`` cases per operation in the fuzzing phase, and
 at most as many stateful scenarios; the coverage phase adds its own (dozens an
-operation). ``make contract`` (and CI) use 300: about 11,000 cases in 220 s on
-2 cores, of which ``POST /chats/{chat_id}/messages`` takes the most, since the
-offline model answers piece by piece. ``make test`` uses the default of 100 to
-stay quick. The run is killed after ``CONTRACT_TIMEOUT`` seconds (default 420).
+operation). ``make contract`` (and CI) use 300: about 11,000 cases in 220–400 s
+on 2 cores. ``POST /chats/{chat_id}/messages`` takes the most: the coverage
+phase spends a minute or more drawing a body one character over the 32,000 a
+message may hold (py-spy on ``st``), and the offline model answers piece by
+piece. ``make test`` uses the default of 100 to stay quick. The run is killed
+after ``CONTRACT_TIMEOUT`` seconds (420 by default, 900 in ``make contract``).
 """
 
 from __future__ import annotations

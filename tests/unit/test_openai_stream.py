@@ -3,23 +3,15 @@ in the middle of a line, of a ``\\r\\n``, of a multi-byte character."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 
-import httpx
 import pytest
 
-from adapters.llm.openai import OpenAiCompatibleLlmClient
-from gemini_core.entities import MessageRole
+from adapters.llm.openai import _chunks
 from gemini_core.errors import UpstreamError
-from gemini_core.llm import ChatTurn, LlmChunk, LlmRequest, Usage
-
-REQUEST = LlmRequest(
-    model="m",
-    system_prompt=None,
-    turns=(ChatTurn(role=MessageRole.USER, text="Hi"),),
-    timeout_seconds=10,
-)
+from gemini_core.llm import LlmChunk, Usage
 
 
 def event(payload: object) -> bytes:
@@ -30,28 +22,15 @@ def piece(text: str) -> bytes:
     return event({"choices": [{"index": 0, "delta": {"content": text}}]})
 
 
-class Reads(httpx.AsyncByteStream):
-    def __init__(self, reads: list[bytes]) -> None:
-        self._reads = reads
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        for read in self._reads:
-            yield read
-
-
 async def stream_of(body: bytes, cut_every: int) -> list[LlmChunk | Usage]:
-    reads = [body[i : i + cut_every] for i in range(0, len(body), cut_every)]
+    """What the adapter makes of ``body`` arriving in reads of ``cut_every`` bytes."""
 
-    def answer(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, stream=Reads(reads))
+    async def reads() -> AsyncIterator[bytes]:
+        for i in range(0, len(body), cut_every):
+            yield body[i : i + cut_every]
 
-    client = OpenAiCompatibleLlmClient(
-        base_url="http://model.test/v1", transport=httpx.MockTransport(answer)
-    )
-    try:
-        return [item async for item in client.stream(REQUEST)]
-    finally:
-        await client.aclose()
+    deadline = asyncio.get_running_loop().time() + 10
+    return [item async for item in _chunks(reads(), deadline)]
 
 
 BODY = (

@@ -142,7 +142,7 @@ class GeminiLlmClient:
         except genai_errors.APIError as exc:
             raise _translated(exc) from exc
         except Exception as exc:
-            # The SDK's transport (httpx or httpx2), its stream parsing and its
+            # The SDK's transport (aiohttp, or httpx), its stream parsing and its
             # validation each have their own errors: all mean a broken answer.
             log.warning("Gemini's answer broke off: %r", exc)
             raise UpstreamError(BROKE_OFF) from exc

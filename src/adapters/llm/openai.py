@@ -17,10 +17,10 @@ import asyncio
 import base64
 import codecs
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
-import httpx
+import aiohttp
 import msgspec
 
 from adapters.llm._common import (
@@ -71,71 +71,83 @@ def request_body(request: LlmRequest) -> dict[str, Any]:
     }
 
 
-def _status_error(response: httpx.Response) -> UpstreamError:
-    log.warning("the model server answered %s: %s", response.status_code, response.text[:500])
-    if response.status_code == 429:
+def _status_error(status: int, headers: Mapping[str, str], text: str) -> UpstreamError:
+    log.warning("the model server answered %s: %s", status, text[:500])
+    if status == 429:
         return UpstreamQuotaError(
-            QUOTA, retry_after=retry_after_seconds(response.headers.get("retry-after"))
+            QUOTA, retry_after=retry_after_seconds(headers.get("retry-after"))
         )
-    return UpstreamError(f"The model server answered with an error ({response.status_code}).")
+    return UpstreamError(f"The model server answered with an error ({status}).")
 
 
 class OpenAiCompatibleLlmClient:
-    """The ``LlmClient`` port over an OpenAI-compatible chat completions API."""
+    """The ``LlmClient`` port over an OpenAI-compatible chat completions API.
 
-    def __init__(
-        self,
-        *,
-        base_url: str,
-        api_key: str | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        headers = {"Accept": "text/event-stream"}
+    On aiohttp rather than httpx: a streamed answer is thousands of small
+    chunks, and aiohttp parses HTTP in C and hands over everything a read
+    brought in one piece, where httpx's pure-Python stack (httpcore, h11)
+    costs more per chunk than the rest of an answer's path together (py-spy,
+    bench/streams.py). Connections are kept and reused between calls.
+    """
+
+    def __init__(self, *, base_url: str, api_key: str | None = None) -> None:
+        self._headers = {"Accept": "text/event-stream"}
         if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
+            self._headers["Authorization"] = f"Bearer {api_key}"
         self._url = completions_url(base_url)
-        # The call's own deadline bounds it; httpx only bounds connecting.
-        self._client = httpx.AsyncClient(
-            headers=headers,
-            timeout=httpx.Timeout(None, connect=_CONNECT_TIMEOUT_SECONDS),
-            transport=transport,
-        )
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        # Made on first use, inside the event loop that will use it.
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                headers=self._headers,
+                # The call's own deadline bounds it; aiohttp only bounds connecting.
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=_CONNECT_TIMEOUT_SECONDS),
+                json_serialize=_encode_json,
+            )
+        return self._session
 
     async def stream(self, request: LlmRequest) -> AsyncGenerator[LlmChunk | Usage, None]:
         deadline = deadline_after(request.timeout_seconds)
         try:
             async with asyncio.timeout_at(deadline):
-                response = await self._client.send(
-                    self._client.build_request("POST", self._url, json=request_body(request)),
-                    stream=True,
-                )
+                response = await self._client().post(self._url, json=request_body(request))
             try:
-                if response.status_code != httpx.codes.OK:
+                if response.status != 200:
                     async with asyncio.timeout_at(deadline):
-                        await response.aread()
-                    raise _status_error(response)
-                async for item in _chunks(response.aiter_bytes(), deadline):
+                        text = await response.text(errors="replace")
+                    raise _status_error(response.status, response.headers, text)
+                async for item in _chunks(response.content.iter_any(), deadline):
                     yield item
             finally:
-                await response.aclose()
+                # Whatever is left unread goes with the connection; a whole
+                # answer leaves it for the next call.
+                if response.content.at_eof():
+                    response.release()
+                else:
+                    response.close()
         except TimeoutError as exc:
             raise UpstreamTimeoutError(TIMED_OUT) from exc
-        except httpx.TimeoutException as exc:
-            raise UpstreamTimeoutError(TIMED_OUT) from exc
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             log.warning("the model server's answer broke off: %r", exc)
             raise UpstreamError(BROKE_OFF) from exc
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
+
+
+def _encode_json(value: object) -> str:
+    return msgspec.json.encode(value).decode()
 
 
 async def _chunks(
     received: AsyncIterator[bytes], deadline: float
 ) -> AsyncIterator[LlmChunk | Usage]:
     """The pieces and usage in the event stream, up to ``[DONE]``. Lines are split
-    here, with one bounded wait per network read (a read usually holds a whole
-    event): httpx's line iterator would stack two more generators on each piece."""
+    here, with one bounded wait per network read; a read holds whatever arrived
+    since the last, so a busy process pays per read, not per piece."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     pending = ""
     events = _Events()
