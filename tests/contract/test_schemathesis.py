@@ -17,7 +17,7 @@ finding, not only the first per operation. Two runs gave the same findings.
 
 Cost: ``CONTRACT_MAX_EXAMPLES`` cases per operation in the fuzzing phase, and
 at most as many stateful scenarios; the coverage phase adds its own (dozens an
-operation). ``make contract`` (and CI) use 300: about 11,000 cases in 220–400 s
+operation). ``make contract`` (and CI) use 300: about 11,000 cases in 220 to 400 s
 on 2 cores. ``POST /chats/{chat_id}/messages`` takes the most: the coverage
 phase spends a minute or more drawing a body one character over the 32,000 a
 message may hold (py-spy on ``st``), and the offline model answers piece by
