@@ -146,6 +146,21 @@ def _message_columns(table: str, *, just_added: bool = False) -> str:
 """
 
 
+# The end of a statement that adds a message (``added``): its chat counts it and
+# points at it, and the message comes back with its siblings.
+_COUNT_ADDED = (
+    """
+counted AS (
+    UPDATE chats
+    SET message_count = message_count + 1, updated_at = now(), current_message_id = added.id
+    FROM added
+    WHERE chats.id = added.chat_id
+)
+SELECT"""
+    + _message_columns("added", just_added=True)
+    + "FROM added"
+)
+
 # The chat's row is locked first; the message goes in only when the chat is
 # the user's and the parent (if any) is one of its messages, or the parent is
 # the chat's current leaf as read under that lock; then the chat counts it and
@@ -173,15 +188,8 @@ added AS (
                   WHERE p.id = %(parent_id)s::bigint AND p.chat_id = chat.id)
     RETURNING *
 ),
-counted AS (
-    UPDATE chats
-    SET message_count = message_count + 1, updated_at = now(), current_message_id = added.id
-    FROM added
-    WHERE chats.id = added.chat_id
-)
-SELECT"""
-    + _message_columns("added", just_added=True)
-    + "FROM added"
+"""
+    + _COUNT_ADDED
 )
 
 _GET_MESSAGE = (
@@ -302,15 +310,8 @@ added AS (
        AND question.role = 'user'
     RETURNING *
 ),
-counted AS (
-    UPDATE chats
-    SET message_count = message_count + 1, updated_at = now(), current_message_id = added.id
-    FROM added
-    WHERE chats.id = added.chat_id
-)
-SELECT"""
-    + _message_columns("added", just_added=True)
-    + "FROM added"
+"""
+    + _COUNT_ADDED
 )
 
 _SAVE_PROGRESS = """
