@@ -53,9 +53,11 @@ test-integration: $(VENV)/.installed-dev ## integration tests only
 
 # The OpenAPI document against a live server: schemathesis (every check, a fixed
 # seed) and a client generated from it. `make test` runs it with 100 cases per
-# operation; this target with 300 (CONTRACT_MAX_EXAMPLES), as CI does.
+# operation and without the coverage phase; this target with 300
+# (CONTRACT_MAX_EXAMPLES) and every phase, as CI does.
 contract: $(VENV)/.installed-dev ## the API contract in full: schemathesis over a live server, a generated client
 	CONTRACT_MAX_EXAMPLES=$${CONTRACT_MAX_EXAMPLES:-300} CONTRACT_TIMEOUT=$${CONTRACT_TIMEOUT:-900} \
+		CONTRACT_PHASES=$${CONTRACT_PHASES:-examples,coverage,fuzzing,stateful} \
 		$(BIN)/python -m pytest tests/contract
 
 lint: $(VENV)/.installed-dev ## ruff, mypy --strict, import-linter
