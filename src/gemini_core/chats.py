@@ -470,9 +470,7 @@ class ChatService:
         if here:
             try:
                 async with asyncio.timeout(STOP_WAIT_SECONDS):
-                    for track in here:
-                        async for _ in track.follow(track.length):
-                            pass
+                    await asyncio.gather(*(track.ended() for track in here))
             except TimeoutError:
                 pass
         return stopped

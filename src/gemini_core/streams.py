@@ -159,6 +159,12 @@ class AnswerTrack:
         self._changed.set()
         self._changed = asyncio.Event()
 
+    async def ended(self) -> AnswerEnd:
+        """Wait for the end."""
+        while self.end is None:
+            await self._changed.wait()
+        return self.end
+
     async def follow(self, offset: int = 0) -> AsyncIterator[AnswerEvent]:
         """The text after ``offset`` as one delta (when there is any), then each
         new piece, then the end."""
@@ -262,11 +268,12 @@ class AnswerRelay:
         self._sender = asyncio.get_running_loop().create_task(self._send_all())
 
     async def aclose(self) -> None:
-        for task in (self._sender, self._saver):
-            if task is not None:
-                task.cancel()
+        tasks = [task for task in (self._sender, self._saver) if task is not None]
+        for task in tasks:
+            task.cancel()
         for mirror in list(self._mirrors.values()):
             mirror.close()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self._signals.aclose()
 
     # --- the writer's side -----------------------------------------------------------
