@@ -58,6 +58,7 @@ from adapters.postgres.repositories import (
     PostgresOtpRepository,
     PostgresSessionRepository,
     PostgresStatsRepository,
+    PostgresUsageRepository,
     PostgresUserRepository,
 )
 from adapters.postgres.signals import PostgresAnswerSignals
@@ -90,10 +91,12 @@ from gemini_core.ports import (
     RateLimiter,
     SessionRepository,
     StatsRepository,
+    UsageRepository,
     UserRepository,
 )
 from gemini_core.storage import FileStorage
 from gemini_core.telemetry import Telemetry
+from gemini_core.usage import QuotaRules, Quotas, UsageService
 
 __all__ = [
     "CoreConfig",
@@ -193,6 +196,8 @@ class CoreConfig:
     codes: CodeRules = field(default_factory=CodeRules)
     sessions: SessionRules = field(default_factory=SessionRules)
     uploads: UploadRules = field(default_factory=UploadRules)
+    quotas: QuotaRules = field(default_factory=QuotaRules)
+    """The deployment's daily limits per user (a user's own replace them)."""
     housekeeping: HousekeepingRules = field(default_factory=HousekeepingRules)
     """How often expired codes and ended sessions are purged, and how long kept."""
     admin_email: str | None = None
@@ -211,6 +216,7 @@ class Services:
     chats: ChatService
     files: UploadService
     admin: AdminService
+    usage: UsageService
     health: HealthService
     housekeeping: Housekeeping
     """Runs by itself under ``open_services``; call ``purge()`` to run it now."""
@@ -227,6 +233,7 @@ class Repositories:
     otps: OtpRepository
     sessions: SessionRepository
     stats: StatsRepository
+    usage: UsageRepository
 
     @classmethod
     def in_memory(cls, repos: InMemoryRepositories) -> Repositories:
@@ -238,6 +245,7 @@ class Repositories:
             repos.otps,
             repos.sessions,
             repos.stats,
+            repos.usage,
         )
 
     @classmethod
@@ -250,6 +258,7 @@ class Repositories:
             PostgresOtpRepository(database),
             PostgresSessionRepository(database),
             PostgresStatsRepository(database),
+            PostgresUsageRepository(database),
         )
 
 
@@ -400,6 +409,12 @@ def llm_client(config: LlmConfig) -> LlmClient:
     return RoutingLlmClient(routes, fallback=clients[config.provider])
 
 
+def provider_of(config: LlmConfig) -> Callable[[str], str]:
+    """The provider that serves a model, by the model's name (as ``llm_client`` routes)."""
+    providers: dict[str, str] = {model.id: model.provider for model in config.models}
+    return lambda model: providers.get(model, config.provider)
+
+
 def _provider_client(provider: LlmProvider, config: LlmConfig) -> LlmClient:
     if provider == "gemini":
         from adapters.llm.gemini import GeminiLlmClient
@@ -501,6 +516,7 @@ def _assemble(
         rules=config.sessions,
         telemetry=telemetry,
     )
+    quotas = Quotas(config.quotas, clock=clock, users=repos.users)
     chats = ChatService(
         chats=repos.chats,
         messages=repos.messages,
@@ -511,6 +527,7 @@ def _assemble(
         telemetry=telemetry,
         owner=owner,
         signals=signals,
+        quotas=quotas,
     )
     return Services(
         accounts=accounts,
@@ -525,6 +542,7 @@ def _assemble(
         admin=AdminService(
             users=repos.users, sessions=repos.sessions, stats=repos.stats, clock=clock
         ),
+        usage=UsageService(usage=repos.usage, quotas=quotas, clock=clock),
         health=HealthService(
             database=database,
             rate_limiter=rate_limiter,

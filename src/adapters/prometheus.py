@@ -6,10 +6,12 @@ layer serves at ``/metrics``), so nothing here is process-wide.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from gemini_core.ports import Cache, CacheStats
-from gemini_core.telemetry import FileUploaded, LoginFailed, ModelCall
+from gemini_core.telemetry import FileUploaded, LoginFailed, ModelCall, QuotaRefused
 
 __all__ = ["MeteredCache", "PrometheusTelemetry"]
 
@@ -18,9 +20,13 @@ _FIRST_TOKEN_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60
 
 
 class PrometheusTelemetry:
-    """The ``Telemetry`` port as counters and histograms."""
+    """The ``Telemetry`` port as counters and histograms. ``provider_of`` names
+    the provider that serves a model (a label of the token counts)."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, *, provider_of: Callable[[str], str] = lambda _: ""
+    ) -> None:
+        self._provider_of = provider_of
         r = registry
         self.model_calls = Counter(
             "gemini_model_calls", "Calls to a model, by outcome.", ["model", "outcome"], registry=r
@@ -41,8 +47,15 @@ class PrometheusTelemetry:
         )
         self.tokens = Counter(
             "gemini_model_tokens",
-            "Tokens sent to (prompt) and received from (completion) a model.",
-            ["model", "kind"],
+            "Tokens sent to (prompt) and received from (completion) a model, as the "
+            "provider reported them or (when it did not) estimated.",
+            ["provider", "model", "kind"],
+            registry=r,
+        )
+        self.quota_refusals = Counter(
+            "gemini_quota_refusals",
+            "Sends and regenerates refused by a daily quota, by unit (messages, tokens).",
+            ["unit"],
             registry=r,
         )
         self.uploads = Counter(
@@ -63,10 +76,14 @@ class PrometheusTelemetry:
         if call.first_token_seconds is not None:
             self.first_token.labels(call.model).observe(call.first_token_seconds)
         self.model_duration.labels(call.model).observe(call.duration_seconds)
+        provider = self._provider_of(call.model)
         if call.prompt_tokens:
-            self.tokens.labels(call.model, "prompt").inc(call.prompt_tokens)
+            self.tokens.labels(provider, call.model, "prompt").inc(call.prompt_tokens)
         if call.completion_tokens:
-            self.tokens.labels(call.model, "completion").inc(call.completion_tokens)
+            self.tokens.labels(provider, call.model, "completion").inc(call.completion_tokens)
+
+    def quota_refused(self, refusal: QuotaRefused) -> None:
+        self.quota_refusals.labels(refusal.unit).inc()
 
     def file_uploaded(self, upload: FileUploaded) -> None:
         self.uploads.labels(upload.content_type).inc()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 
-from gemini_core.telemetry import FileUploaded, LoginFailed, ModelCall, Telemetry
+from gemini_core.telemetry import FileUploaded, LoginFailed, ModelCall, QuotaRefused, Telemetry
 
 __all__ = ["FanOutTelemetry", "LogTelemetry"]
 
@@ -41,6 +41,13 @@ class LogTelemetry:
                 "prompt_tokens": call.prompt_tokens,
                 "completion_tokens": call.completion_tokens,
             },
+        )
+
+    def quota_refused(self, refusal: QuotaRefused) -> None:
+        llm_log.info(
+            "daily %s quota refused a start",
+            refusal.unit,
+            extra={"event": "quota_refused", "user_id": refusal.user_id, "unit": refusal.unit},
         )
 
     def file_uploaded(self, upload: FileUploaded) -> None:
@@ -75,6 +82,9 @@ class FanOutTelemetry:
 
     def model_called(self, call: ModelCall) -> None:
         self._each(lambda sink: sink.model_called(call))
+
+    def quota_refused(self, refusal: QuotaRefused) -> None:
+        self._each(lambda sink: sink.quota_refused(refusal))
 
     def file_uploaded(self, upload: FileUploaded) -> None:
         self._each(lambda sink: sink.file_uploaded(upload))

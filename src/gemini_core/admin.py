@@ -24,6 +24,8 @@ from gemini_core.validation import check_username, clean_full_name
 audit_log = logging.getLogger("gemini.audit")
 
 NEW_USER_WINDOW = timedelta(days=7)
+MAX_QUOTA = 2**31 - 1
+"""The largest daily quota an admin may set (either kind)."""
 LAST_ADMIN = "The last active admin cannot be demoted, deactivated or deleted."
 
 
@@ -39,13 +41,18 @@ class UsersPage:
 @dataclass(frozen=True, slots=True)
 class AccountEdit:
     """What an admin may change on an account; ``None`` leaves a field as it is
-    and a blank ``full_name`` clears it."""
+    and a blank ``full_name`` clears it. A daily quota is set to a number, or
+    back to the deployment's default by its ``default_`` flag."""
 
     full_name: str | None = None
     username: str | None = None
     is_active: bool | None = None
     is_verified: bool | None = None
     is_admin: bool | None = None
+    daily_token_quota: int | None = None
+    default_daily_token_quota: bool = False
+    daily_message_quota: int | None = None
+    default_daily_message_quota: bool = False
 
 
 class AdminService:
@@ -125,6 +132,10 @@ class AdminService:
             is_active=edit.is_active,
             is_verified=edit.is_verified,
             is_admin=edit.is_admin,
+            daily_token_quota=_quota(edit.daily_token_quota, "daily_token_quota"),
+            clear_daily_token_quota=edit.default_daily_token_quota,
+            daily_message_quota=_quota(edit.daily_message_quota, "daily_message_quota"),
+            clear_daily_message_quota=edit.default_daily_message_quota,
         )
         updated = await self._update(target, changes)
         revoked = 0
@@ -161,6 +172,22 @@ class AdminService:
         )
 
 
+def _quota(value: int | None, field: str) -> int | None:
+    if value is not None and not 0 <= value <= MAX_QUOTA:
+        raise InvalidInputError(
+            f"A quota is 0 to {MAX_QUOTA}, or null for the default.", field=field
+        )
+    return value
+
+
 def _changed_fields(before: User, after: User) -> list[str]:
-    names = ("username", "full_name", "is_active", "is_verified", "is_admin")
+    names = (
+        "username",
+        "full_name",
+        "is_active",
+        "is_verified",
+        "is_admin",
+        "daily_token_quota",
+        "daily_message_quota",
+    )
     return [name for name in names if getattr(before, name) != getattr(after, name)]

@@ -58,6 +58,7 @@ from gemini_core.streams import (
 )
 from gemini_core.tasks import TaskKeeper
 from gemini_core.telemetry import ModelCall, ModelCallOutcome, ModelCallPurpose, Telemetry
+from gemini_core.usage import accounted
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +180,7 @@ class Answerer:
         outcome: ModelCallOutcome = "cancelled"
         status = MessageStatus.FAILED
         error: GeminiError | None = None
+        request: LlmRequest | None = None
         try:
             try:
                 request = LlmRequest(
@@ -217,6 +219,8 @@ class Answerer:
                 log.exception("answering chat %s failed", chat.id)
                 error, outcome = GeminiError(UNEXPECTED), "error"
         finally:
+            # What the model did not report is estimated: every answer counts.
+            usage = accounted(usage, request, run.track.text)
 
             def report() -> None:
                 self._report("answer", chat, model, outcome, started, first_piece_at, usage, pieces)

@@ -40,6 +40,7 @@ from gemini_core.errors import (
     GeminiError,
     InvalidInputError,
     NotFoundError,
+    QuotaExceededError,
     UnavailableError,
 )
 from gemini_core.llm import LlmClient
@@ -68,7 +69,8 @@ from gemini_core.streams import (
     end_of,
 )
 from gemini_core.tasks import TaskKeeper
-from gemini_core.telemetry import Telemetry
+from gemini_core.telemetry import QuotaRefused, Telemetry
+from gemini_core.usage import Quotas
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +191,10 @@ class ChatService:
         telemetry: Telemetry,
         owner: AnswerOwner,
         signals: AnswerSignals,
+        quotas: Quotas | None = None,
     ) -> None:
+        """``quotas`` decides the day each answer counts on and the user's daily
+        limits; without it answers count on the store's day, unlimited."""
         if not rules.models:
             raise ValueError("at least one model must be allowed")
         self._chats = chats
@@ -198,6 +203,8 @@ class ChatService:
         self._llm = llm
         self._rules = rules
         self._owner = owner
+        self._quotas = quotas
+        self._telemetry = telemetry
         self._tasks = TaskKeeper()
         self._relay = AnswerRelay(
             messages=messages, signals=signals, progress_seconds=rules.progress_seconds
@@ -355,8 +362,9 @@ class ChatService:
         Refused with nothing stored: ``NotFoundError`` for a chat, parent or file
         that is not the caller's; ``AnswerInProgressError`` while an answer of
         the chat is being written (by any process); ``TooManyAnswersError`` when
-        the caller has as many being written as allowed; ``InvalidInputError``
-        for an unknown model; ``UnavailableError`` once answers are abandoned.
+        the caller has as many being written as allowed; ``QuotaExceededError``
+        when the caller has used up a daily quota; ``InvalidInputError`` for an
+        unknown model; ``UnavailableError`` once answers are abandoned.
         """
         if self._answerer.abandoned:  # stored now, it could only get a failed answer
             raise UnavailableError(SHUTTING_DOWN)
@@ -423,17 +431,23 @@ class ChatService:
         question: NewMessage | None = None,
         question_id: int | None = None,
     ) -> Exchange:
-        stored_question, answer = await self._messages.start_answer(
-            NewAnswer(
-                chat_id=chat.id,
-                user_id=chat.user_id,
-                model=model or self._chat_model(chat),
-                owner=self._owner.key,
-                question=question,
-                question_id=question_id,
-                max_running=self._rules.max_running_per_user,
+        quota = None if self._quotas is None else await self._quotas.today_for(chat.user_id)
+        try:
+            stored_question, answer = await self._messages.start_answer(
+                NewAnswer(
+                    chat_id=chat.id,
+                    user_id=chat.user_id,
+                    model=model or self._chat_model(chat),
+                    owner=self._owner.key,
+                    question=question,
+                    question_id=question_id,
+                    max_running=self._rules.max_running_per_user,
+                    quota=quota,
+                )
             )
-        )
+        except QuotaExceededError as exc:
+            self._telemetry.quota_refused(QuotaRefused(user_id=chat.user_id, unit=exc.unit))
+            raise
         run = self._answerer.begin(chat, stored_question, answer)
         return Exchange(stored_question, answer, run.track.follow())
 

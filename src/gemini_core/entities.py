@@ -8,8 +8,10 @@ the store.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
+
+from gemini_core.errors import QuotaExceededError
 
 
 class OtpPurpose(StrEnum):
@@ -53,6 +55,10 @@ class User:
     last_login_at: datetime | None
     last_seen_at: datetime | None
     deleted_at: datetime | None
+    daily_token_quota: int | None = None
+    """This user's own limit on model tokens per UTC day; ``None``: the deployment's."""
+    daily_message_quota: int | None = None
+    """This user's own limit on answers per UTC day; ``None``: the deployment's."""
 
     @property
     def is_deleted(self) -> bool:
@@ -92,6 +98,10 @@ class UserChanges:
     is_admin: bool | None = None
     last_login_at: datetime | None = None
     deleted_at: datetime | None = None
+    daily_token_quota: int | None = None
+    clear_daily_token_quota: bool = False
+    daily_message_quota: int | None = None
+    clear_daily_message_quota: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +219,77 @@ class NewAnswer:
     max_running: int | None = None
     """Refuse (``TooManyAnswersError``) when the user already has this many answers
     ``streaming``, counted across every process; ``None``: no limit."""
+    quota: DailyQuota | None = None
+    """The day the answer counts on, and the user's limits for it; ``None``: the
+    store's current UTC day, without limits."""
+
+
+@dataclass(frozen=True, slots=True)
+class DailyQuota:
+    """The UTC ``day`` an answer starts on and counts on, and the limits it is
+    checked against: answers (``messages``) and model tokens that day, ``None``
+    meaning no limit. The store reserves the answer under the day's lock, asking
+    ``refusal`` with what that day has used before it."""
+
+    day: date
+    resets_at: datetime
+    """The next UTC midnight."""
+    retry_after: int
+    """Whole seconds until ``resets_at``, at least 1."""
+    messages: int | None = None
+    tokens: int | None = None
+
+    def refusal(self, *, messages_used: int, tokens_used: int) -> QuotaExceededError | None:
+        """Why one more answer may not start today, if it may not."""
+        for unit, quota, used in (
+            ("messages", self.messages, messages_used),
+            ("tokens", self.tokens, tokens_used),
+        ):
+            if quota is not None and used >= quota:
+                what = "answers" if unit == "messages" else "model tokens"
+                return QuotaExceededError(
+                    f"You have used your daily quota of {quota} {what}; "
+                    f"it resets at {self.resets_at:%Y-%m-%d %H:%M} UTC.",
+                    unit=unit,
+                    quota=quota,
+                    used=used,
+                    resets_at=self.resets_at,
+                    retry_after=self.retry_after,
+                )
+        return None
+
+
+# --- usage -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DailyUsage:
+    """One user's answers and their tokens on one UTC day."""
+
+    day: date
+    messages: int
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class UserUsage:
+    """One user's answers and tokens over a range of days."""
+
+    user: User
+    messages: int
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class UserUsagePage:
+    items: list[UserUsage]
+    total: int
 
 
 # --- files -------------------------------------------------------------------

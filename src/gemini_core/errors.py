@@ -14,7 +14,8 @@ class to one HTTP status, so neither side needs to know the other.
     ├── PayloadTooLargeError     over a size limit or a storage quota
     ├── UnsupportedMediaTypeError  not a kind of content accepted here
     ├── TooManyRequestsError     slow down; ``retry_after`` says for how long
-    │   └── TooManyAnswersError    too many answers being written at once
+    │   ├── TooManyAnswersError    too many answers being written at once
+    │   └── QuotaExceededError     a daily quota is used up until ``resets_at``
     ├── UpstreamError            the model failed or broke off its answer
     │   ├── UpstreamTimeoutError   the model took longer than allowed
     │   └── UpstreamQuotaError     the model's quota is spent; ``retry_after``
@@ -22,6 +23,8 @@ class to one HTTP status, so neither side needs to know the other.
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 
 class GeminiError(Exception):
@@ -97,6 +100,29 @@ class TooManyAnswersError(TooManyRequestsError):
     """The user has as many answers being written as allowed at once."""
 
     kind = "too-many-answers"
+
+
+class QuotaExceededError(TooManyRequestsError):
+    """The user has used up a daily quota: ``used`` of ``quota`` (answers, or
+    tokens, as ``unit`` says) until ``resets_at``, the next UTC midnight."""
+
+    kind = "quota-exceeded"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        unit: str,
+        quota: int,
+        used: int,
+        resets_at: datetime,
+        retry_after: int,
+    ) -> None:
+        super().__init__(detail, retry_after=retry_after)
+        self.unit = unit
+        self.quota = quota
+        self.used = used
+        self.resets_at = resets_at
 
 
 class UpstreamError(GeminiError):

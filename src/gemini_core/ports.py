@@ -15,7 +15,7 @@ import builtins
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Protocol
 
@@ -23,6 +23,7 @@ from gemini_core.entities import (
     Chat,
     ChatChanges,
     ChatCursor,
+    DailyUsage,
     FileUpload,
     Message,
     MessageStatus,
@@ -39,6 +40,7 @@ from gemini_core.entities import (
     UserChanges,
     UserPage,
     UserSession,
+    UserUsagePage,
 )
 
 
@@ -169,7 +171,12 @@ class MessageRepository(Protocol):
         ``question_id`` that is not a user message of the chat);
         ``AnswerInProgressError`` when the chat already has a ``streaming``
         answer; ``TooManyAnswersError`` when the user has ``max_running`` of
-        them. Both hold exactly across processes sharing the store.
+        them; the ``QuotaExceededError`` of ``answer.quota.refusal`` given what
+        the user has used on its day. All hold exactly across processes sharing
+        the store.
+
+        The answer counts on its day (``answer.quota.day``, else the store's UTC
+        day) in the usage rollup (see ``UsageRepository``), in the same step.
         """
         ...
 
@@ -190,7 +197,9 @@ class MessageRepository(Protocol):
         """Store how an answer ended and clear its ``owner``. An answer still
         ``streaming`` takes ``status``; one stopped meanwhile (``stop_answers``)
         stays ``stopped`` but takes ``content`` and the counts. ``None`` when it
-        is gone (its chat deleted) or was failed meanwhile (``fail_orphaned``)."""
+        is gone (its chat deleted) or was failed meanwhile (``fail_orphaned``).
+        The counts are added to the answer's day in the usage rollup, in the
+        same step (once: a finished answer has no owner)."""
         ...
 
     async def stop_answers(self, user_id: int, chat_id: int) -> builtins.list[int]:
@@ -202,7 +211,26 @@ class MessageRepository(Protocol):
     async def fail_orphaned(self) -> builtins.list[int]:
         """Answers whose owner process is gone (see ``AnswerOwner``): mark each
         one still ``streaming`` as ``failed`` and clear the owner of all of them.
+        Each without counts takes an estimate of its completion tokens from its
+        saved text (about four characters a token), added to the usage rollup.
         Returns the ids marked failed. Never touches a live process's answers."""
+        ...
+
+
+class UsageRepository(Protocol):
+    """The per-user, per-UTC-day rollup of answers and their tokens, kept by
+    ``MessageRepository.start_answer`` and ``finish_answer``; read here without
+    touching the messages."""
+
+    async def days(self, user_id: int, first: date, last: date) -> builtins.list[DailyUsage]:
+        """The user's days from ``first`` to ``last`` (both included) that have
+        usage, oldest first."""
+        ...
+
+    async def by_user(self, first: date, last: date, *, offset: int, limit: int) -> UserUsagePage:
+        """Every user with usage from ``first`` to ``last``, summed over those days,
+        most tokens first (then most answers, then lowest id): ``limit`` of them
+        from ``offset``, and how many there are."""
         ...
 
 

@@ -35,6 +35,15 @@ class ModelCall:
 
 
 @dataclass(frozen=True, slots=True)
+class QuotaRefused:
+    """A send or regenerate refused by a daily quota."""
+
+    user_id: int
+    unit: str
+    """``messages`` or ``tokens``."""
+
+
+@dataclass(frozen=True, slots=True)
 class FileUploaded:
     user_id: int
     content_type: str
@@ -56,6 +65,10 @@ class Telemetry(Protocol):
 
     def model_called(self, call: ModelCall) -> None:
         """A model call ended (an answer or a title)."""
+        ...
+
+    def quota_refused(self, refusal: QuotaRefused) -> None:
+        """A start was refused by a user's daily quota."""
         ...
 
     def file_uploaded(self, upload: FileUploaded) -> None:

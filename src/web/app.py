@@ -29,6 +29,7 @@ from web.models import ModelsController
 from web.principal import signed_in_first
 from web.problems import EXCEPTION_HANDLERS
 from web.settings import Settings, load_settings
+from web.usage import UsageController
 
 
 def create_app(container: Container | None = None, *, settings: Settings | None = None) -> Litestar:
@@ -71,6 +72,7 @@ def create_app(container: Container | None = None, *, settings: Settings | None 
             ChatsController,
             SearchController,
             ModelsController,
+            UsageController,
             *([docs_router()] if docs else []),
         ],
         lifespan=[lifespan, *edge.lifespans(slot, recorder)],

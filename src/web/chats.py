@@ -54,6 +54,7 @@ from gemini_core.entities import ChatChanges
 from gemini_core.errors import (
     AnswerInProgressError,
     InvalidInputError,
+    QuotaExceededError,
     TooManyAnswersError,
     UpstreamError,
     UpstreamQuotaError,
@@ -289,6 +290,7 @@ def answering(
             raises=[
                 AnswerInProgressError,
                 TooManyAnswersError,
+                QuotaExceededError,
                 UpstreamError,
                 UpstreamTimeoutError,
                 UpstreamQuotaError,

@@ -37,6 +37,7 @@ from gemini_core.codes import CodeRules
 from gemini_core.files import UploadRules
 from gemini_core.ports import Cache
 from gemini_core.telemetry import Telemetry
+from gemini_core.usage import QuotaRules
 from web.container import Container
 from web.metrics import Metrics
 from web.settings import Settings
@@ -112,6 +113,7 @@ def core_config(settings: Settings) -> CoreConfig:
             refresh_token_ttl=timedelta(days=s.refresh_token_expire_days),
         ),
         uploads=UploadRules(max_size=s.max_upload_size, quota_bytes=s.upload_quota_bytes),
+        quotas=QuotaRules(daily_tokens=s.daily_token_quota, daily_messages=s.daily_message_quota),
         admin_email=s.admin_email,
         admin_password=s.admin_password,
     )
@@ -128,10 +130,11 @@ def answer_grace_seconds(settings: Settings) -> float:
     return settings.shutdown_timeout_seconds / 2
 
 
-def _telemetry(metrics: Metrics | None) -> Telemetry:
+def _telemetry(metrics: Metrics | None, llm: bootstrap.LlmConfig) -> Telemetry:
     if metrics is None:
         return LogTelemetry()
-    return FanOutTelemetry([LogTelemetry(), PrometheusTelemetry(metrics.registry)])
+    prometheus = PrometheusTelemetry(metrics.registry, provider_of=bootstrap.provider_of(llm))
+    return FanOutTelemetry([LogTelemetry(), prometheus])
 
 
 @asynccontextmanager
@@ -144,8 +147,9 @@ async def open_container(
     def metered(cache: Cache) -> Cache:
         return cache if metrics is None else MeteredCache(cache, metrics.registry)
 
+    config = core_config(settings)
     async with bootstrap.open_services(
-        core_config(settings), telemetry=_telemetry(metrics), wrap_cache=metered
+        config, telemetry=_telemetry(metrics, config.llm), wrap_cache=metered
     ) as services:
         yield _container(services, settings)
 
@@ -167,6 +171,7 @@ def _container(services: Services, settings: Settings) -> Container:
         chats=services.chats,
         files=services.files,
         admin=services.admin,
+        usage=services.usage,
         health=services.health,
         rate_limiter=services.rate_limiter,
     )

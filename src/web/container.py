@@ -11,6 +11,7 @@ from gemini_core.chats import ChatService
 from gemini_core.files import UploadService
 from gemini_core.health import HealthService
 from gemini_core.ports import Clock, RateLimiter
+from gemini_core.usage import UsageService
 from web.settings import Settings
 
 
@@ -23,6 +24,7 @@ class Container:
     chats: ChatService
     files: UploadService
     admin: AdminService
+    usage: UsageService
     health: HealthService
     rate_limiter: RateLimiter
 

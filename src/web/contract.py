@@ -37,6 +37,7 @@ from gemini_core.errors import (
     NotFoundError,
     PayloadTooLargeError,
     PermissionDeniedError,
+    QuotaExceededError,
     TooManyRequestsError,
     UnavailableError,
     UnsupportedMediaTypeError,
@@ -71,6 +72,8 @@ _REASONS: dict[type[GeminiError], str] = {
     UpstreamError: "The model failed.",
     UpstreamTimeoutError: "The model did not answer in time.",
     UpstreamQuotaError: "The model's provider refused for quota; see `Retry-After`.",
+    QuotaExceededError: "A daily quota is used up until `resets_at` (next UTC midnight); "
+    "`quota` and `used` say how much; see `Retry-After`.",
 }
 
 

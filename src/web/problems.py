@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -39,6 +40,7 @@ from gemini_core.errors import (
     NotFoundError,
     PayloadTooLargeError,
     PermissionDeniedError,
+    QuotaExceededError,
     TooManyRequestsError,
     UnavailableError,
     UnsupportedMediaTypeError,
@@ -103,6 +105,12 @@ class Problem(msgspec.Struct, omit_defaults=True):
     detail: str
     instance: str | msgspec.UnsetType = msgspec.UNSET
     errors: list[FieldError] | msgspec.UnsetType = msgspec.UNSET
+    quota: int | msgspec.UnsetType = msgspec.UNSET
+    """`quota-exceeded`: the daily limit reached (answers, or tokens)."""
+    used: int | msgspec.UnsetType = msgspec.UNSET
+    """`quota-exceeded`: what the day has used of it."""
+    resets_at: datetime | msgspec.UnsetType = msgspec.UNSET
+    """`quota-exceeded`: when the quota resets (the next UTC midnight)."""
 
 
 def problem(
@@ -167,9 +175,14 @@ def handle_core_error(request: Request[Any, Any, Any], exc: GeminiError) -> Resp
         errors = [FieldError(field=exc.field, message=exc.detail)]
     if status >= 500:
         log.warning("%s: %s", type(exc).__name__, exc.detail)
-    return problem_response(
+    response = problem_response(
         request, status, exc.detail, errors=errors, headers=headers, kind=exc.kind
     )
+    if isinstance(exc, QuotaExceededError):
+        response.content = msgspec.structs.replace(
+            response.content, quota=exc.quota, used=exc.used, resets_at=exc.resets_at
+        )
+    return response
 
 
 _MISSING = re.compile(r"Object missing required field `([^`]+)`")

@@ -73,3 +73,7 @@ class UserOut(msgspec.Struct):
     is_admin: bool
     created_at: datetime
     last_login_at: datetime | None
+    daily_token_quota: int | None
+    """This user's own daily token limit; null: the deployment's default."""
+    daily_message_quota: int | None
+    """This user's own daily answer limit; null: the deployment's default."""

@@ -133,6 +133,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     llm_timeout_seconds: Seconds = 60.0
     llm_max_history_messages: Count = 50
     max_running_answers_per_user: Count = 3
+    daily_token_quota: Annotated[int, Meta(ge=0)] | None = None  # unset: no limit
+    daily_message_quota: Annotated[int, Meta(ge=0)] | None = None
 
     storage_backend: Literal["local", "s3"] = "local"
     upload_dir: Path = Path("uploads")

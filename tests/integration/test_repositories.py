@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -34,12 +34,15 @@ from adapters.postgres.repositories import (
     PostgresOtpRepository,
     PostgresSessionRepository,
     PostgresStatsRepository,
+    PostgresUsageRepository,
     PostgresUserRepository,
 )
 from gemini_core.entities import (
     Chat,
     ChatChanges,
     ChatCursor,
+    DailyQuota,
+    DailyUsage,
     FileUpload,
     Message,
     MessageRole,
@@ -61,6 +64,7 @@ from gemini_core.errors import (
     ConflictError,
     InvalidInputError,
     NotFoundError,
+    QuotaExceededError,
     TooManyAnswersError,
     TooManyRequestsError,
 )
@@ -71,6 +75,7 @@ from gemini_core.ports import (
     OtpRepository,
     SessionRepository,
     StatsRepository,
+    UsageRepository,
     UserRepository,
 )
 
@@ -94,6 +99,7 @@ class Repos:
     otps: OtpRepository
     sessions: SessionRepository
     stats: StatsRepository
+    usage: UsageRepository
     keep_alive: Callable[[int], AbstractAsyncContextManager[None]]
     """Plays a live process holding this ``AnswerOwner`` key, while entered."""
 
@@ -139,6 +145,7 @@ def repos(request: pytest.FixtureRequest) -> Repos:
             memory.otps,
             memory.sessions,
             memory.stats,
+            memory.usage,
             memory_owner(memory.store),
         )
     url: str = request.getfixturevalue("database_url")
@@ -159,6 +166,7 @@ def repos(request: pytest.FixtureRequest) -> Repos:
         PostgresOtpRepository(db),
         PostgresSessionRepository(db),
         PostgresStatsRepository(db),
+        PostgresUsageRepository(db),
         postgres_owner(url),
     )
 
@@ -771,6 +779,7 @@ async def start(
     question_id: int | None = None,
     owner: int = OWNER,
     max_running: int | None = None,
+    quota: DailyQuota | None = None,
 ) -> tuple[Message, Message]:
     if question is None and question_id is None:
         question = ask(chat)
@@ -783,6 +792,7 @@ async def start(
             question=question,
             question_id=question_id,
             max_running=max_running,
+            quota=quota,
         )
     )
 
@@ -1045,13 +1055,19 @@ async def test_answers_of_a_dead_owner_are_failed_and_released(repos: Repos) -> 
         for answer in (stopped, stopped_orphan):
             await repos.messages.stop_answers(ann.id, answer.chat_id)
         await finish(repos, done.id)
+        await repos.messages.save_progress({orphan.id: "nine char"})
 
         assert await repos.messages.fail_orphaned() == [orphan.id]
+        # Their tokens unknown, each takes an estimate from its text: 9 characters, 3 tokens.
         assert await stored(repos, orphan) == replace(
-            orphan, status=MessageStatus.FAILED, owner=None
+            orphan,
+            status=MessageStatus.FAILED,
+            owner=None,
+            content="nine char",
+            completion_tokens=3,
         )
         assert await stored(repos, stopped_orphan) == replace(
-            stopped_orphan, status=MessageStatus.STOPPED, owner=None
+            stopped_orphan, status=MessageStatus.STOPPED, owner=None, completion_tokens=0
         )
         assert await stored(repos, writing) == writing
         assert await stored(repos, stopped) == replace(stopped, status=MessageStatus.STOPPED)
@@ -1673,3 +1689,139 @@ async def test_search_takes_any_text_a_person_may_type(repos: Repos) -> None:
     for query in ('"unbalanced', "-", "!!!", "a & b | c", "'; DROP TABLE messages; --", "()"):
         assert isinstance(await repos.messages.search(ann.id, query, limit=5), list)
     assert len(await repos.messages.search(ann.id, '"quotes" dashes', limit=5)) == 1
+
+
+# --- usage and quotas ------------------------------------------------------------------
+
+
+def quota_on(day: date, *, messages: int | None = None, tokens: int | None = None) -> DailyQuota:
+    midnight = datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+    return DailyQuota(day=day, resets_at=midnight, retry_after=60, messages=messages, tokens=tokens)
+
+
+DAY = date(2026, 3, 14)
+
+
+async def test_answers_count_on_their_day_with_their_tokens(repos: Repos) -> None:
+    ann, bob = await add_user(repos, "ann"), await add_user(repos, "bob")
+    chats = [await add_chat(repos, ann) for _ in range(3)]
+    bobs = await add_chat(repos, bob)
+    _, first = await start(repos, chats[0], quota=quota_on(DAY))
+    _, second = await start(repos, chats[1], quota=quota_on(DAY))
+    _, next_day = await start(repos, chats[2], quota=quota_on(DAY + timedelta(days=1)))
+    await start(repos, bobs, quota=quota_on(DAY))
+    # Counted when started; tokens join when each ends (3 + 5 each, see finish).
+    assert await repos.usage.days(ann.id, DAY, DAY) == [DailyUsage(DAY, 2, 0, 0)]
+    await finish(repos, first.id)
+    await finish(repos, second.id, MessageStatus.FAILED)
+    await finish(repos, next_day.id)
+    await finish(repos, first.id)  # an answer ends once: counted once
+
+    assert await repos.usage.days(ann.id, DAY - timedelta(days=5), DAY + timedelta(days=5)) == [
+        DailyUsage(DAY, 2, 6, 10),
+        DailyUsage(DAY + timedelta(days=1), 1, 3, 5),
+    ]
+    assert await repos.usage.days(ann.id, DAY + timedelta(days=2), DAY + timedelta(days=9)) == []
+    assert await repos.usage.days(bob.id, DAY, DAY) == [DailyUsage(DAY, 1, 0, 0)]
+
+
+async def test_an_answer_without_a_quota_counts_on_the_stores_utc_day(repos: Repos) -> None:
+    ann = await add_user(repos, "ann")
+    await start(repos, await add_chat(repos, ann))
+    today = datetime.now(UTC).date()
+    found = await repos.usage.days(ann.id, today - timedelta(days=1), today + timedelta(days=1))
+    # The memory store's clock started at the real time too.
+    assert [(d.messages, d.tokens) for d in found] == [(1, 0)]
+    assert found[0].day in {today, today - timedelta(days=1), today + timedelta(days=1)}
+
+
+async def test_the_message_quota_refuses_past_its_limit_storing_nothing(repos: Repos) -> None:
+    ann = await add_user(repos, "ann")
+    chats = [await add_chat(repos, ann) for _ in range(3)]
+    for chat in chats[:2]:
+        await start(repos, chat, quota=quota_on(DAY, messages=2))
+
+    with pytest.raises(QuotaExceededError) as refused:
+        await start(repos, chats[2], ask(chats[2], "one more"), quota=quota_on(DAY, messages=2))
+    assert (refused.value.unit, refused.value.quota, refused.value.used) == ("messages", 2, 2)
+    assert refused.value.retry_after == 60
+    assert refused.value.kind == "quota-exceeded"
+    # Nothing of the refused send: no question, no answer, no count.
+    assert (await repos.chats.get(ann.id, chats[2].id)) == chats[2]
+    assert await repos.usage.days(ann.id, DAY, DAY) == [DailyUsage(DAY, 2, 0, 0)]
+    # Another day, another quota.
+    await start(repos, chats[2], quota=quota_on(DAY + timedelta(days=1), messages=2))
+
+
+async def test_the_token_quota_refuses_once_the_days_tokens_reach_it(repos: Repos) -> None:
+    ann = await add_user(repos, "ann")
+    chats = [await add_chat(repos, ann) for _ in range(3)]
+    _, first = await start(repos, chats[0], quota=quota_on(DAY, tokens=16))
+    # A running answer does not hold the token quota: only tokens spent do.
+    _, second = await start(repos, chats[1], quota=quota_on(DAY, tokens=16))
+    await finish(repos, first.id)
+    await finish(repos, second.id)  # 16 tokens: the quota is reached
+
+    with pytest.raises(QuotaExceededError) as refused:
+        await start(repos, chats[2], quota=quota_on(DAY, tokens=16))
+    assert (refused.value.unit, refused.value.quota, refused.value.used) == ("tokens", 16, 16)
+    await start(repos, chats[2], quota=quota_on(DAY, tokens=17))
+
+
+async def test_parallel_starts_never_pass_the_message_quota(repos: Repos) -> None:
+    ann = await add_user(repos, "ann")
+    chats = [await add_chat(repos, ann) for _ in range(8)]
+    results = await asyncio.gather(
+        *(start(repos, chat, quota=quota_on(DAY, messages=3)) for chat in chats),
+        return_exceptions=True,
+    )
+    started = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, QuotaExceededError)]
+    assert (len(started), len(refused)) == (3, 5)
+    assert await repos.usage.days(ann.id, DAY, DAY) == [DailyUsage(DAY, 3, 0, 0)]
+
+
+async def test_usage_by_user_ranks_by_tokens_and_pages(repos: Repos) -> None:
+    users = [await add_user(repos, name) for name in ("ann", "bob", "cat", "dan")]
+    ann, bob, cat, dan = users
+    spent = {ann: [1], bob: [1, 1, 1], cat: [1, 1, 1]}  # answers per user, finished
+    for user, answers in spent.items():
+        for _ in answers:
+            _, answer = await start(repos, await add_chat(repos, user), quota=quota_on(DAY))
+            await finish(repos, answer.id)
+    _, running = await start(repos, await add_chat(repos, cat), quota=quota_on(DAY))
+    # dan's usage is outside the range.
+    await start(repos, await add_chat(repos, dan), quota=quota_on(DAY - timedelta(days=1)))
+
+    page = await repos.usage.by_user(DAY, DAY, offset=0, limit=2)
+    assert page.total == 3
+    # cat and bob spent 24 tokens each; cat has one more answer (running).
+    assert [(u.user.id, u.messages, u.prompt_tokens, u.completion_tokens) for u in page.items] == [
+        (cat.id, 4, 9, 15),
+        (bob.id, 3, 9, 15),
+    ]
+    assert page.items[0].user == await repos.users.get(cat.id)
+    rest = await repos.usage.by_user(DAY, DAY, offset=2, limit=2)
+    assert ([u.user.id for u in rest.items], rest.total) == ([ann.id], 3)
+    empty = await repos.usage.by_user(
+        DAY + timedelta(days=1), DAY + timedelta(days=3), offset=0, limit=5
+    )
+    assert (empty.items, empty.total) == ([], 0)
+    with pytest.raises(InvalidInputError):
+        await repos.usage.by_user(DAY, DAY, offset=-1, limit=5)
+
+
+async def test_a_users_own_quotas_are_set_and_cleared(repos: Repos) -> None:
+    ann = await add_user(repos, "ann")
+    assert (ann.daily_token_quota, ann.daily_message_quota) == (None, None)
+    set_ = await repos.users.update(
+        ann.id, UserChanges(daily_token_quota=5000, daily_message_quota=7)
+    )
+    assert (set_.daily_token_quota, set_.daily_message_quota) == (5000, 7)
+    assert await repos.users.get(ann.id) == set_
+    kept = await repos.users.update(ann.id, UserChanges(full_name="Ann"))
+    assert (kept.daily_token_quota, kept.daily_message_quota) == (5000, 7)
+    cleared = await repos.users.update(ann.id, UserChanges(clear_daily_message_quota=True))
+    assert (cleared.daily_token_quota, cleared.daily_message_quota) == (5000, None)
+    with pytest.raises(InvalidInputError):
+        await repos.users.update(ann.id, UserChanges(daily_message_quota=-1))

@@ -15,6 +15,7 @@ from collections.abc import AsyncGenerator
 from adapters.llm._common import TIMED_OUT, deadline_after
 from gemini_core.errors import UpstreamTimeoutError
 from gemini_core.llm import LlmChunk, LlmRequest, Usage
+from gemini_core.usage import estimate_tokens
 
 MODEL = "echo"
 _PIECE = re.compile(r"\S+\s*")
@@ -39,10 +40,6 @@ def echo_answer(request: LlmRequest) -> str:
     return " ".join(parts)
 
 
-def _tokens(text: str) -> int:
-    return len(text.split())
-
-
 class EchoLlmClient:
     """The ``LlmClient`` port, offline. ``words_per_piece`` words per piece,
     ``piece_delay_seconds`` between pieces."""
@@ -64,8 +61,8 @@ class EchoLlmClient:
             yield LlmChunk("".join(words[start : start + self._words_per_piece]))
         seen = [request.system_prompt or "", *(turn.text for turn in request.turns)]
         yield Usage(
-            prompt_tokens=sum(_tokens(text) for text in seen),
-            completion_tokens=_tokens(answer),
+            prompt_tokens=sum(estimate_tokens(text) for text in seen),
+            completion_tokens=estimate_tokens(answer),
         )
 
     async def aclose(self) -> None:

@@ -34,6 +34,7 @@ from adapters.memory.stats import InMemoryStatsRepository
 from adapters.memory.storage import memory_file_storage
 from adapters.memory.store import InMemoryStore
 from adapters.memory.telemetry import RecordingTelemetry
+from adapters.memory.usage import InMemoryUsageRepository
 from adapters.memory.users import InMemoryUserRepository
 
 __all__ = [
@@ -54,6 +55,7 @@ __all__ = [
     "InMemorySignalHub",
     "InMemoryStatsRepository",
     "InMemoryStore",
+    "InMemoryUsageRepository",
     "InMemoryUserRepository",
     "RecordingMailer",
     "RecordingTelemetry",

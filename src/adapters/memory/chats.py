@@ -7,7 +7,14 @@ from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
 
-from adapters.memory.store import StoreRepository, check_bigint, check_page, contains, utc
+from adapters.memory.store import (
+    DayCount,
+    StoreRepository,
+    check_bigint,
+    check_page,
+    contains,
+    utc,
+)
 from gemini_core.entities import (
     Chat,
     ChatChanges,
@@ -26,6 +33,7 @@ from gemini_core.errors import (
     TooManyAnswersError,
 )
 from gemini_core.ports import SearchHit
+from gemini_core.usage import estimate_tokens
 
 __all__ = ["InMemoryChatRepository", "InMemoryMessageRepository"]
 
@@ -239,7 +247,18 @@ class InMemoryMessageRepository(StoreRepository):
             raise InvalidInputError("A value is out of the allowed range.")
         if any(m.chat_id == chat.id for m in running):
             raise AnswerInProgressError(_ANSWER_IN_PROGRESS)
+        day = self._now().date() if answer.quota is None else answer.quota.day
+        count = self._store.usage_days.get((answer.user_id, day)) or DayCount()
+        if answer.quota is not None and (
+            refusal := answer.quota.refusal(
+                messages_used=count.messages,
+                tokens_used=count.prompt_tokens + count.completion_tokens,
+            )
+        ):
+            raise refusal
 
+        count.messages += 1
+        self._store.usage_days[answer.user_id, day] = count
         if isinstance(question, NewMessage):
             question = self._store_message(question, chat, parent_id)
             chat = self._store.chats[chat.id]
@@ -252,6 +271,7 @@ class InMemoryMessageRepository(StoreRepository):
             model=answer.model,
         )
         added = self._store_message(written, chat, question.id, owner=answer.owner)
+        self._store.answer_days[added.id] = day
         return self._with_siblings(question), self._with_siblings(added)
 
     async def save_progress(self, texts: Mapping[int, str]) -> None:
@@ -286,7 +306,17 @@ class InMemoryMessageRepository(StoreRepository):
             owner=None,
         )
         self._store.messages[message_id] = finished
+        self._count_tokens(finished)
         return self._with_siblings(finished)
+
+    def _count_tokens(self, answer: Message) -> None:
+        """Add an answer's tokens to its day in the rollup (as a finish does)."""
+        day = self._store.answer_days.get(answer.id)
+        if day is None:
+            return
+        count = self._store.usage_days.setdefault((answer.user_id, day), DayCount())
+        count.prompt_tokens += answer.prompt_tokens or 0
+        count.completion_tokens += answer.completion_tokens or 0
 
     async def stop_answers(self, user_id: int, chat_id: int) -> builtins.list[int]:
         stopped = sorted(
@@ -308,7 +338,18 @@ class InMemoryMessageRepository(StoreRepository):
             if status is MessageStatus.STREAMING:
                 status = MessageStatus.FAILED
                 failed.append(message.id)
-            self._store.messages[message.id] = replace(message, status=status, owner=None)
+            completion = message.completion_tokens
+            ended = replace(
+                message,
+                status=status,
+                owner=None,
+                completion_tokens=estimate_tokens(message.content)
+                if completion is None
+                else completion,
+            )
+            self._store.messages[message.id] = ended
+            if completion is None:
+                self._count_tokens(ended)
         return failed
 
     def _with_siblings(self, message: Message) -> Message:

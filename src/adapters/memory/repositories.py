@@ -8,6 +8,7 @@ from adapters.memory.files import InMemoryFileUploadRepository
 from adapters.memory.sessions import InMemorySessionRepository
 from adapters.memory.stats import InMemoryStatsRepository
 from adapters.memory.store import InMemoryStore
+from adapters.memory.usage import InMemoryUsageRepository
 from adapters.memory.users import InMemoryUserRepository
 from gemini_core.ports import Clock
 
@@ -26,3 +27,4 @@ class InMemoryRepositories:
         self.otps = InMemoryOtpRepository(self.store, clock=clock)
         self.sessions = InMemorySessionRepository(self.store, clock=clock)
         self.stats = InMemoryStatsRepository(self.store, clock=clock)
+        self.usage = InMemoryUsageRepository(self.store, clock=clock)

@@ -12,13 +12,22 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from gemini_core.entities import Chat, FileUpload, Message, OtpVerification, User, UserSession
 from gemini_core.errors import InvalidInputError, NotFoundError
 from gemini_core.ports import Clock
 
-__all__ = ["InMemoryStore"]
+__all__ = ["DayCount", "InMemoryStore"]
+
+
+@dataclass
+class DayCount:
+    """One row of the usage rollup."""
+
+    messages: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 @dataclass
@@ -34,6 +43,10 @@ class InMemoryStore:
     live_owners: set[int] = field(default_factory=set)
     """The keys of the live ``AnswerOwner``s (what PostgreSQL reads in
     ``pg_locks``); a test may add or remove one to play a process."""
+    usage_days: dict[tuple[int, date], DayCount] = field(default_factory=dict)
+    """The usage rollup by (user id, UTC day)."""
+    answer_days: dict[int, date] = field(default_factory=dict)
+    """The day each answer counts on (``messages.usage_day``), by its id."""
     _sequences: dict[str, Iterator[int]] = field(default_factory=dict)
 
     def next_id(self, table: str) -> int:

@@ -3,7 +3,7 @@ fanned out: ``adapters.telemetry``; as metrics: ``adapters.prometheus``.)"""
 
 from __future__ import annotations
 
-from gemini_core.telemetry import FileUploaded, LoginFailed, ModelCall
+from gemini_core.telemetry import FileUploaded, LoginFailed, ModelCall, QuotaRefused
 
 __all__ = ["RecordingTelemetry"]
 
@@ -12,10 +12,13 @@ class RecordingTelemetry:
     """Keeps every event in ``events``, in order, for tests and examples."""
 
     def __init__(self) -> None:
-        self.events: list[ModelCall | FileUploaded | LoginFailed] = []
+        self.events: list[ModelCall | QuotaRefused | FileUploaded | LoginFailed] = []
 
     def model_called(self, call: ModelCall) -> None:
         self.events.append(call)
+
+    def quota_refused(self, refusal: QuotaRefused) -> None:
+        self.events.append(refusal)
 
     def file_uploaded(self, upload: FileUploaded) -> None:
         self.events.append(upload)

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from adapters.memory.store import StoreRepository, check_page, contains, utc, utc_or_none
 from gemini_core.entities import NewUser, User, UserChanges, UserPage
-from gemini_core.errors import ConflictError, NotFoundError
+from gemini_core.errors import ConflictError, InvalidInputError, NotFoundError
 
 __all__ = ["InMemoryUserRepository"]
 
@@ -74,6 +74,15 @@ class InMemoryUserRepository(StoreRepository):
             is_admin=user.is_admin if changes.is_admin is None else changes.is_admin,
             last_login_at=utc_or_none(changes.last_login_at or user.last_login_at),
             deleted_at=utc_or_none(changes.deleted_at or user.deleted_at),
+            daily_token_quota=_quota(
+                user.daily_token_quota, changes.daily_token_quota, changes.clear_daily_token_quota
+            ),
+            daily_message_quota=_quota(
+                user.daily_message_quota,
+                changes.daily_message_quota,
+                changes.clear_daily_message_quota,
+                bits=31,
+            ),
             updated_at=self._now(),
         )
         self._store.users[user_id] = updated
@@ -106,3 +115,14 @@ class InMemoryUserRepository(StoreRepository):
             and (query is None or contains(user.email, query) or contains(user.username, query))
         ]
         return UserPage(items=matched[offset : offset + limit], total=len(matched))
+
+
+def _quota(now: int | None, given: int | None, clear: bool, *, bits: int = 63) -> int | None:
+    """A quota column after an update, refused as PostgreSQL's check and type refuse it."""
+    if clear:
+        return None
+    if given is None:
+        return now
+    if not 0 <= given < 2**bits:
+        raise InvalidInputError("A value is out of the allowed range.")
+    return given

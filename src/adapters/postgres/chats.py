@@ -300,9 +300,11 @@ WITH chat AS (
     FOR UPDATE
 ),
 added AS (
-    INSERT INTO messages (chat_id, user_id, role, content, status, model, owner, parent_id)
+    INSERT INTO messages
+        (chat_id, user_id, role, content, status, model, owner, parent_id, usage_day)
     SELECT chat.id, chat.user_id, 'assistant', '', 'streaming', %(model)s::text,
-           %(owner)s::integer, question.id
+           %(owner)s::integer, question.id,
+           COALESCE(%(day)s::date, (now() AT TIME ZONE 'UTC')::date)
     FROM chat JOIN messages AS question
         ON question.id = %(question_id)s::bigint
        AND question.chat_id = chat.id
@@ -320,11 +322,37 @@ FROM unnest(%(ids)s::bigint[], %(texts)s::text[]) AS progress(id, content)
 WHERE messages.id = progress.id AND messages.status = 'streaming'
 """
 
+# The answer counts on its day (the day it was started on, by the caller's clock,
+# else the database's UTC day), under that row's lock until the transaction
+# ends: parallel starts by one user take turns here, each seeing what the ones
+# before it reserved. The counts before this one decide a refusal (which rolls
+# the whole start back).
+_RESERVE_ANSWER = """
+INSERT INTO usage_days AS u (user_id, day, messages)
+VALUES (%(user_id)s, COALESCE(%(day)s::date, (now() AT TIME ZONE 'UTC')::date), 1)
+ON CONFLICT (user_id, day) DO UPDATE SET messages = u.messages + 1
+RETURNING u.messages - 1 AS messages_used, u.prompt_tokens + u.completion_tokens AS tokens_used
+"""
+
+# Tokens join the answer's day in the rollup in the same statement (an answer
+# ends once: the update needs an owner and clears it).
+_COUNT_TOKENS = """
+counted AS (
+    INSERT INTO usage_days AS u (user_id, day, prompt_tokens, completion_tokens)
+    SELECT user_id, usage_day, sum(COALESCE(prompt_tokens, 0)), sum(COALESCE(completion_tokens, 0))
+    FROM ended WHERE usage_day IS NOT NULL
+    GROUP BY user_id, usage_day
+    ON CONFLICT (user_id, day) DO UPDATE
+    SET prompt_tokens = u.prompt_tokens + excluded.prompt_tokens,
+        completion_tokens = u.completion_tokens + excluded.completion_tokens
+)
+"""
+
 # An answer stopped meanwhile keeps its status but takes its last text. One
 # already finished, or failed by the sweep, has no owner: left alone.
 _FINISH_ANSWER = (
     """
-WITH finished AS (
+WITH ended AS (
     UPDATE messages
     SET status = CASE WHEN status = 'streaming' THEN %(status)s::text ELSE status END,
         content = %(content)s::text,
@@ -333,10 +361,11 @@ WITH finished AS (
         owner = NULL
     WHERE id = %(id)s::bigint AND owner IS NOT NULL AND status IN ('streaming', 'stopped')
     RETURNING *
-)
-SELECT"""
-    + _message_columns("finished")
-    + "FROM finished"
+),"""
+    + _COUNT_TOKENS
+    + """SELECT"""
+    + _message_columns("ended")
+    + "FROM ended"
 )
 
 # The owner stays: its process still stores the last text (see _FINISH_ANSWER).
@@ -354,7 +383,8 @@ SELECT id FROM stopped ORDER BY id
 # lock table is read once. The two updates take disjoint rows of one snapshot:
 # an answer stopped concurrently is skipped by the first (its status re-checked)
 # and not seen by the second, so it keeps its owner until the next sweep.
-_FAIL_ORPHANED = """
+_FAIL_ORPHANED = (
+    """
 WITH live AS (
     SELECT objid::bigint AS owner FROM pg_locks
     WHERE locktype = 'advisory'
@@ -364,18 +394,24 @@ WITH live AS (
       AND granted
 ),
 failed AS (
-    UPDATE messages SET status = 'failed', owner = NULL
+    UPDATE messages SET status = 'failed', owner = NULL,
+        completion_tokens = COALESCE(completion_tokens, ceil(length(content) / 4.0)::integer)
     WHERE owner IS NOT NULL AND status = 'streaming'
       AND NOT EXISTS (SELECT 1 FROM live WHERE live.owner = messages.owner)
-    RETURNING id
+    RETURNING id, user_id, usage_day, prompt_tokens, completion_tokens
 ),
 released AS (
-    UPDATE messages SET owner = NULL
+    UPDATE messages SET owner = NULL,
+        completion_tokens = COALESCE(completion_tokens, ceil(length(content) / 4.0)::integer)
     WHERE owner IS NOT NULL AND status <> 'streaming'
       AND NOT EXISTS (SELECT 1 FROM live WHERE live.owner = messages.owner)
-)
-SELECT id FROM failed ORDER BY id
+    RETURNING id, user_id, usage_day, prompt_tokens, completion_tokens
+),
+ended AS (SELECT * FROM failed UNION ALL SELECT * FROM released),"""
+    + _COUNT_TOKENS
+    + """SELECT id FROM failed ORDER BY id
 """
+)
 
 _ANSWER_IN_PROGRESS = (
     "An answer is being written in this chat; wait for it, or stop it, then send again."
@@ -529,10 +565,12 @@ class PostgresMessageRepository:
                     "question_id": question.id,
                     "model": answer.model,
                     "owner": answer.owner,
+                    "day": None if answer.quota is None else answer.quota.day,
                 }
                 added = await query_one(conn, _INSERT_ANSWER, params, _MESSAGE_ROWS)
                 if added is None:
                     raise NotFoundError("No such chat or message.")
+                await _reserve(conn, answer, params)
         return question, added
 
     async def save_progress(self, texts: Mapping[int, str]) -> None:
@@ -582,6 +620,16 @@ async def _check_running(conn: psycopg.AsyncConnection[Any], answer: NewAnswer, 
         raise AnswerInProgressError(_ANSWER_IN_PROGRESS)
     if counts["running"] >= cap:
         raise TooManyAnswersError(_TOO_MANY_ANSWERS, retry_after=_TOO_MANY_ANSWERS_RETRY_AFTER)
+
+
+async def _reserve(
+    conn: psycopg.AsyncConnection[Any], answer: NewAnswer, params: Mapping[str, object]
+) -> None:
+    """Count the answer on its day; refuse it (the caller rolls back) over a quota."""
+    used = await query_one(conn, _RESERVE_ANSWER, params, dict_row)
+    assert used is not None
+    if answer.quota is not None and (refusal := answer.quota.refusal(**used)):
+        raise refusal
 
 
 async def _question(conn: psycopg.AsyncConnection[Any], answer: NewAnswer) -> Message:

@@ -7,6 +7,7 @@ from adapters.postgres.codes import PostgresOtpRepository
 from adapters.postgres.files import PostgresFileUploadRepository
 from adapters.postgres.sessions import PostgresSessionRepository
 from adapters.postgres.stats import PostgresStatsRepository
+from adapters.postgres.usage import PostgresUsageRepository
 from adapters.postgres.users import PostgresUserRepository
 
 __all__ = [
@@ -16,5 +17,6 @@ __all__ = [
     "PostgresOtpRepository",
     "PostgresSessionRepository",
     "PostgresStatsRepository",
+    "PostgresUsageRepository",
     "PostgresUserRepository",
 ]

@@ -38,7 +38,8 @@ SELECT s.id, s.user_id, s.refresh_token_hash, s.user_agent, s.ip,
        u.is_active AS u_is_active, u.is_verified AS u_is_verified, u.is_admin AS u_is_admin,
        u.created_at AS u_created_at, u.updated_at AS u_updated_at,
        u.last_login_at AS u_last_login_at, u.last_seen_at AS u_last_seen_at,
-       u.deleted_at AS u_deleted_at
+       u.deleted_at AS u_deleted_at, u.daily_token_quota AS u_daily_token_quota,
+       u.daily_message_quota AS u_daily_message_quota
 FROM user_sessions AS s JOIN users AS u ON u.id = s.user_id
 WHERE s.id = %(id)s
 """

@@ -27,7 +27,8 @@ from gemini_core.errors import InvalidInputError, NotFoundError
 
 _COLUMNS = """
     id, email, username, full_name, password_hash, is_active, is_verified, is_admin,
-    created_at, updated_at, last_login_at, last_seen_at, deleted_at
+    created_at, updated_at, last_login_at, last_seen_at, deleted_at,
+    daily_token_quota, daily_message_quota
 """
 
 _INSERT = (
@@ -58,6 +59,11 @@ UPDATE users SET
     is_admin = COALESCE(%(is_admin)s::boolean, is_admin),
     last_login_at = COALESCE(%(last_login_at)s::timestamptz, last_login_at),
     deleted_at = COALESCE(%(deleted_at)s::timestamptz, deleted_at),
+    daily_token_quota = CASE WHEN %(clear_daily_token_quota)s THEN NULL
+                             ELSE COALESCE(%(daily_token_quota)s::bigint, daily_token_quota) END,
+    daily_message_quota = CASE WHEN %(clear_daily_message_quota)s THEN NULL
+                               ELSE COALESCE(%(daily_message_quota)s::integer,
+                                             daily_message_quota) END,
     updated_at = now()
 WHERE id = %(id)s
 RETURNING"""
@@ -122,6 +128,10 @@ def _update_params(user_id: int, changes: UserChanges) -> dict[str, object]:
         "is_admin": changes.is_admin,
         "last_login_at": changes.last_login_at,
         "deleted_at": changes.deleted_at,
+        "daily_token_quota": changes.daily_token_quota,
+        "clear_daily_token_quota": changes.clear_daily_token_quota,
+        "daily_message_quota": changes.daily_message_quota,
+        "clear_daily_message_quota": changes.clear_daily_message_quota,
     }
 
 
