@@ -14,7 +14,7 @@ LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --quiet \
               --custom-compile-command 'make lock'
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-unit test-integration contract lint format migrate check bench bench-branches bench-streams clean lock
+.PHONY: help run test test-unit test-integration contract lint format migrate check bench bench-branches bench-streams bench-usage clean lock
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -81,6 +81,9 @@ bench-branches: $(VENV)/.installed-dev ## what the message tree costs as a chat 
 
 bench-streams: $(VENV)/.installed-dev ## 100 answers streaming at once through one worker (bench/streams.py)
 	$(BIN)/python bench/streams.py
+
+bench-usage: $(VENV)/.installed-dev ## the usage reports over a million messages (bench/usage.py)
+	$(BIN)/python bench/usage.py
 
 check: $(VENV)/.installed ## validate the settings and reach the database
 	$(BIN)/gemini-backend check

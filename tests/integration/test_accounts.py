@@ -33,6 +33,7 @@ async def test_sign_up_with_a_mailed_code_then_sign_in(api: Api) -> None:
     assert (user["username"], user["full_name"]) == ("ann", "Ann Example")
     assert (user["is_active"], user["is_verified"], user["is_admin"]) == (True, True, False)
     assert user["last_login_at"] is None
+    assert (user["daily_token_quota"], user["daily_message_quota"]) == (None, None)
     assert set(user) == {
         "id",
         "email",
@@ -43,6 +44,8 @@ async def test_sign_up_with_a_mailed_code_then_sign_in(api: Api) -> None:
         "is_admin",
         "created_at",
         "last_login_at",
+        "daily_token_quota",
+        "daily_message_quota",
     }
 
     me = await api.get("/auth/me", pair["access_token"])

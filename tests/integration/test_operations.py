@@ -240,7 +240,7 @@ async def test_metrics_cover_requests_limits_uploads_logins_and_model_calls(
     assert samples(text, "gemini_uploads_total") == {'{content_type="image/png"}': 1}
     assert samples(text, "gemini_login_failures_total") == {'{reason="wrong_password"}': 1}
     tokens = samples(text, "gemini_model_tokens_total")
-    assert tokens['{kind="prompt",model="echo"}'] > 0
+    assert tokens['{kind="prompt",model="echo",provider="echo"}'] > 0
     assert samples(text, "gemini_database_up") == {"": 1}
     if os.environ.get("REDIS_URL"):  # the record cache is used only when shared
         cache = samples(text, "gemini_cache_lookups_total")
