@@ -168,7 +168,8 @@ class UsageService:
         if last is None:
             last = today if first is None else max(first, today)
         if first is None:
-            first = last - timedelta(days=DEFAULT_REPORT_DAYS - 1)
+            span = timedelta(days=DEFAULT_REPORT_DAYS - 1)
+            first = last - span if last - date.min >= span else date.min
         if first > last:
             raise InvalidInputError("'from' must not be after 'to'.", field="from")
         if (last - first).days >= MAX_REPORT_DAYS:

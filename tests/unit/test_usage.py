@@ -302,6 +302,11 @@ async def test_a_range_must_run_forwards_and_span_at_most_366_days(world: World)
     assert long.value.field == "to"
     year = await world.usage.report(ann, first=DAY - timedelta(days=365), last=DAY)
     assert len(year.days) == 366
+    # At the ends of the calendar, the default span is cut short rather than overflow.
+    first_days = await world.usage.report(ann, last=date.min + timedelta(days=2))
+    assert [d.day for d in first_days.days] == [date.min + timedelta(days=n) for n in range(3)]
+    last_days = await world.usage.report(ann, first=date.max)
+    assert [d.day for d in last_days.days] == [date.max]
 
 
 async def test_usage_by_user_pages_biggest_first(world: World) -> None:
