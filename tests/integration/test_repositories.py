@@ -1825,3 +1825,38 @@ async def test_a_users_own_quotas_are_set_and_cleared(repos: Repos) -> None:
     assert (cleared.daily_token_quota, cleared.daily_message_quota) == (5000, None)
     with pytest.raises(InvalidInputError):
         await repos.users.update(ann.id, UserChanges(daily_message_quota=-1))
+
+
+async def test_usage_by_user_over_any_range_is_the_sum_of_its_days(repos: Repos) -> None:
+    """PostgreSQL sums long ranges from spans of days kept beside the days; any
+    range, aligned or not, must come to what its days add up to."""
+    users = [await add_user(repos, name) for name in ("ann", "bob", "cat")]
+    rng = random.Random(7)
+    start_day = date(2025, 12, 20)
+    for n in range(60):
+        user = users[n % 3]
+        day = start_day + timedelta(days=rng.randrange(420))
+        _, answer = await start(repos, await add_chat(repos, user), quota=quota_on(day))
+        if rng.random() < 0.8:
+            await repos.messages.finish_answer(
+                answer.id,
+                status=MessageStatus.COMPLETE,
+                content="x",
+                prompt_tokens=rng.randrange(1, 100),
+                completion_tokens=rng.randrange(1, 100),
+            )
+    for _ in range(25):
+        first = start_day + timedelta(days=rng.randrange(-5, 400))
+        last = first + timedelta(days=rng.randrange(0, 366))
+        expected = {}
+        for user in users:
+            days = await repos.usage.days(user.id, first, last)
+            if days:
+                expected[user.id] = (
+                    sum(d.messages for d in days),
+                    sum(d.prompt_tokens for d in days),
+                    sum(d.completion_tokens for d in days),
+                )
+        page = await repos.usage.by_user(first, last, offset=0, limit=10)
+        found = {u.user.id: (u.messages, u.prompt_tokens, u.completion_tokens) for u in page.items}
+        assert (found, page.total) == (expected, len(expected)), (first, last)
