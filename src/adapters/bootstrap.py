@@ -19,7 +19,6 @@ script, a test) decides every value.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import logging
@@ -95,6 +94,7 @@ from gemini_core.ports import (
     UserRepository,
 )
 from gemini_core.storage import FileStorage
+from gemini_core.tasks import stop
 from gemini_core.telemetry import Telemetry
 from gemini_core.usage import QuotaRules, Quotas, UsageService
 
@@ -329,7 +329,7 @@ async def open_services(
         # Before the pool closes: answers being stored and titles need it.
         stack.push_async_callback(services.chats.aclose)
         purging = asyncio.create_task(services.housekeeping.run(), name="gemini-housekeeping")
-        stack.push_async_callback(_cancelled, purging)
+        stack.push_async_callback(stop, purging)
         # This process's answer key, the other processes' signals, and the
         # answers of processes that died, before the first request.
         await services.chats.start()
@@ -558,9 +558,3 @@ def _assemble(
         rate_limiter=rate_limiter,
         clock=clock,
     )
-
-
-async def _cancelled(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task

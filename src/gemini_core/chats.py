@@ -68,7 +68,7 @@ from gemini_core.streams import (
     AnswerStopped,
     end_of,
 )
-from gemini_core.tasks import TaskKeeper
+from gemini_core.tasks import TaskKeeper, stop
 from gemini_core.telemetry import QuotaRefused, Telemetry
 from gemini_core.usage import Quotas
 
@@ -557,11 +557,8 @@ class ChatService:
         except TimeoutError:
             self.abandon_answers()
         await self._tasks.close(ABANDON_STORE_SECONDS)
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        await stop(*(task for task in (self._sweeper, self._started) if task is not None))
         if self._started is not None:
-            if not self._started.done():
-                self._started.cancel()
             await self._relay.aclose()
             await self._owner.aclose()
         await self._llm.aclose()

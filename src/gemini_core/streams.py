@@ -38,6 +38,7 @@ from typing import Any
 from gemini_core.entities import Chat, Message, MessageStatus
 from gemini_core.errors import GeminiError, UpstreamError
 from gemini_core.ports import AnswerSignals, MessageRepository
+from gemini_core.tasks import stop
 
 log = logging.getLogger(__name__)
 
@@ -268,12 +269,9 @@ class AnswerRelay:
         self._sender = asyncio.get_running_loop().create_task(self._send_all())
 
     async def aclose(self) -> None:
-        tasks = [task for task in (self._sender, self._saver) if task is not None]
-        for task in tasks:
-            task.cancel()
         for mirror in list(self._mirrors.values()):
             mirror.close()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop(*(task for task in (self._sender, self._saver) if task is not None))
         await self._signals.aclose()
 
     # --- the writer's side -----------------------------------------------------------

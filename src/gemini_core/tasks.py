@@ -11,6 +11,27 @@ log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
+STOP_AGAIN_SECONDS = 0.5
+"""How often ``stop`` asks a task that has not ended to cancel again."""
+
+
+async def stop(*tasks: asyncio.Task[Any], again_after: float = STOP_AGAIN_SECONDS) -> None:
+    """Cancel ``tasks`` and wait until every one has ended, whatever it ended with.
+
+    A task can swallow a cancellation (a library that catches it mid-call and
+    carries on), and then one ``cancel`` would leave the caller waiting
+    forever; so a task still running after ``again_after`` seconds is
+    cancelled again, until it ends.
+    """
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=again_after)
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()  # retrieved: an ending is not worth a warning at exit
+
 
 class TaskKeeper:
     """Work that must outlive the request that started it (stores, titles).
@@ -44,6 +65,4 @@ class TaskKeeper:
             async with asyncio.timeout(timeout_seconds):
                 await self.settle()
         except TimeoutError:
-            for task in list(self._tasks):
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await stop(*self._tasks)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import email.utils
+import math
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -390,7 +391,10 @@ async def test_echo_streams_a_deterministic_answer_saying_it_is_offline() -> Non
     assert "“What is the capital of France?”" in answer
     assert "1 image" in answer
     assert "2 earlier messages" in answer
-    assert usages[0].completion_tokens == len(answer.split())
+    # Estimated as the contract says: about four characters a token.
+    assert usages[0].completion_tokens == math.ceil(len(answer) / 4)
+    seen = [request.system_prompt or "", *(turn.text for turn in request.turns)]
+    assert usages[0].prompt_tokens == sum(math.ceil(len(text) / 4) for text in seen)
 
 
 async def test_echo_respects_the_timeout() -> None:
