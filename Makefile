@@ -73,7 +73,7 @@ format: $(VENV)/.installed-dev ## apply ruff's fixes and formatting
 migrate: $(VENV)/.installed ## apply pending migrations
 	$(BIN)/gemini-backend migrate apply
 
-bench: $(VENV)/.installed-dev ## requests per second and memory of one worker (bench/run.py)
+bench: $(VENV)/.installed-dev ## req/s, latency and memory of the API in production against a bare Litestar floor (bench/run.py)
 	$(BIN)/python bench/run.py
 
 bench-branches: $(VENV)/.installed-dev ## what the message tree costs as a chat grows (bench/branches.py)
