@@ -155,7 +155,9 @@ class MessageRepository(Protocol):
 
     async def search(self, user_id: int, query: str, *, limit: int) -> builtins.list[SearchHit]:
         """The user's messages matching ``query`` (words, as typed in a search box),
-        best match first, at most ``limit``; nobody else's, whatever the query."""
+        best match first, at most ``limit``; nobody else's, whatever the query.
+        Only the newest ``SEARCH_WINDOW`` matches are ranked, so a common word
+        costs the same in a history of any length."""
         ...
 
     # --- answers being written ------------------------------------------------------
@@ -586,6 +588,9 @@ class AnswerSignals(Protocol):
 
     async def aclose(self) -> None: ...
 
+
+SEARCH_WINDOW = 1000
+"""How many of a user's newest matches ``MessageRepository.search`` ranks."""
 
 MAX_SIGNAL_BYTES = 7000
 """PostgreSQL's NOTIFY takes up to 8000 bytes; the rest is headroom."""

@@ -24,6 +24,8 @@ import pytest
 from psycopg import sql
 
 from adapters.memory import FakeClock, InMemoryRepositories, InMemoryStore
+from adapters.memory import chats as memory_chats
+from adapters.postgres import chats as postgres_chats
 from adapters.postgres import migrations
 from adapters.postgres._common import ANSWER_OWNER_LOCK_CLASS
 from adapters.postgres.pool import Database
@@ -1680,6 +1682,37 @@ async def test_search_ties_go_to_the_newest_and_deleted_chats_are_gone(repos: Re
     assert ids([h.message for h in await repos.messages.search(ann.id, "rome", limit=10)]) == [
         older
     ]
+
+
+async def test_search_ranks_only_the_newest_matches(
+    repos: Repos, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for adapter in (memory_chats, postgres_chats):
+        monkeypatch.setattr(adapter, "SEARCH_WINDOW", 3)
+    ann = await add_user(repos, "ann")
+    chat = await add_chat(repos, ann)
+    best_but_old = await say(repos, chat, "rome rome rome rome rome")
+    newest = [await say(repos, chat, f"rome number {n}") for n in range(4)]
+    await say(repos, chat, "paris, newer than all of them")
+    hits = await repos.messages.search(ann.id, "rome", limit=10)
+    assert best_but_old not in ids([h.message for h in hits])
+    assert ids([h.message for h in hits]) == newest[:0:-1]
+
+
+async def test_counts_follow_chats_deleted_and_answers_added(repos: Repos) -> None:
+    now = repos.clock.now()
+    since = {"active_since": now, "created_since": now}
+    ann = await add_user(repos, "ann")
+    kept, dropped = await add_chat(repos, ann), await add_chat(repos, ann)
+    await say(repos, kept)
+    for _ in range(2):
+        await say(repos, dropped)
+    await start(repos, kept)  # a question and its answer
+    counts = await repos.stats.counts(**since)
+    assert (counts.total_chats, counts.total_messages) == (2, 5)
+    await repos.chats.delete(ann.id, dropped.id)
+    counts = await repos.stats.counts(**since)
+    assert (counts.total_chats, counts.total_messages) == (1, 3)
 
 
 async def test_search_takes_any_text_a_person_may_type(repos: Repos) -> None:

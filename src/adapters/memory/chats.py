@@ -32,7 +32,7 @@ from gemini_core.errors import (
     NotFoundError,
     TooManyAnswersError,
 )
-from gemini_core.ports import SearchHit
+from gemini_core.ports import SEARCH_WINDOW, SearchHit
 from gemini_core.usage import estimate_tokens
 
 __all__ = ["InMemoryChatRepository", "InMemoryMessageRepository"]
@@ -366,10 +366,13 @@ class InMemoryMessageRepository(StoreRepository):
         check_page(limit=limit)
         wanted = set(_words(query))
         scored = []
-        for message in self._store.messages.values():
+        # As PostgreSQL does: only the newest SEARCH_WINDOW matches are ranked.
+        for message in sorted(self._store.messages.values(), key=lambda m: m.id, reverse=True):
             words = _words(message.content)
             if message.user_id == user_id and wanted and wanted <= set(words):
                 scored.append((sum(word in wanted for word in words), message))
+                if len(scored) == SEARCH_WINDOW:
+                    break
         scored.sort(key=lambda hit: (hit[0], hit[1].id), reverse=True)
         return [
             SearchHit(

@@ -60,7 +60,7 @@ from gemini_core.errors import (
     NotFoundError,
     TooManyAnswersError,
 )
-from gemini_core.ports import SearchHit
+from gemini_core.ports import SEARCH_WINDOW, SearchHit
 
 _CHAT_COLUMNS = """
     id, user_id, title, model, system_prompt, pinned, archived,
@@ -246,15 +246,25 @@ RETURNING chats.*
 # row; the headline is costly and only needed for the page, so it is made
 # after the LIMIT. Matched words come back wrapped in ** (plain text: the
 # content is the user's own, never HTML).
+# The best of the caller's newest matches (SEARCH_WINDOW of them): a common word is found
+# walking their messages newest first (messages_user_newest_idx) and stops
+# after the window, a rare one through the full-text index; either way no more
+# than the window is scored, however many messages match.
 _SEARCH_MESSAGES = (
     """
 WITH query AS (SELECT websearch_to_tsquery('english', %(query)s::text) AS q),
-hits AS (
+newest AS (
     SELECT"""
     + _MESSAGE_FIELDS
-    + """, ts_rank(search_vector, query.q) AS rank
+    + """, search_vector
     FROM messages, query
     WHERE user_id = %(user_id)s AND search_vector @@ query.q
+    ORDER BY id DESC
+    LIMIT %(window)s
+),
+hits AS (
+    SELECT newest.*, ts_rank(search_vector, query.q) AS rank
+    FROM newest, query
     ORDER BY rank DESC, id DESC
     LIMIT %(limit)s
 )
@@ -543,7 +553,7 @@ class PostgresMessageRepository:
         return await fetch_all(self._db, _BRANCH, params, _MESSAGE_ROWS)
 
     async def search(self, user_id: int, query: str, *, limit: int) -> builtins.list[SearchHit]:
-        params = {"user_id": user_id, "query": query, "limit": limit}
+        params = {"user_id": user_id, "query": query, "limit": limit, "window": SEARCH_WINDOW}
         rows = await fetch_all(self._db, _SEARCH_MESSAGES, params, _HIT_ROWS)
         return [
             SearchHit(message=message, chat_title=row["chat_title"], snippet=row["snippet"])

@@ -1,7 +1,8 @@
 """The admin dashboard's totals in one round trip.
 
-Messages are summed from ``chats.message_count`` (kept by the message insert)
-rather than counted row by row, so the query stays cheap as history grows.
+Chats and messages are summed from ``user_counts``, a row per user kept by
+triggers on ``chats`` (whose ``message_count`` the message insert keeps), so
+the query reads a row per user however many chats and messages there are.
 """
 
 from __future__ import annotations
@@ -13,20 +14,15 @@ from adapters.postgres.pool import Database
 from gemini_core.ports import Counts
 
 _COUNTS = """
-WITH live AS (
-    SELECT id, created_at, GREATEST(last_login_at, last_seen_at) AS active_at
-    FROM users WHERE deleted_at IS NULL
-)
 SELECT
-    (SELECT count(*) FROM live) AS total_users,
-    (SELECT count(*) FROM live WHERE active_at >= %(active_since)s) AS active_users,
-    (SELECT count(*) FROM live WHERE created_at >= %(created_since)s) AS new_users,
-    chats.total_chats,
-    chats.total_messages
-FROM (
-    SELECT count(*) AS total_chats, COALESCE(sum(c.message_count), 0) AS total_messages
-    FROM chats AS c JOIN live ON live.id = c.user_id
-) AS chats
+    count(*) AS total_users,
+    count(*) FILTER (WHERE GREATEST(u.last_login_at, u.last_seen_at) >= %(active_since)s)
+        AS active_users,
+    count(*) FILTER (WHERE u.created_at >= %(created_since)s) AS new_users,
+    COALESCE(sum(c.chats), 0)::bigint AS total_chats,
+    COALESCE(sum(c.messages), 0)::bigint AS total_messages
+FROM users AS u LEFT JOIN user_counts AS c ON c.user_id = u.id
+WHERE u.deleted_at IS NULL
 """
 
 # Every count is a bigint (sum of an integer column included), so an int.
