@@ -547,6 +547,7 @@ def _assemble(
             database=database,
             rate_limiter=rate_limiter,
             cache=cache if cache is not None else InMemoryCache(clock=clock),
+            clock=clock,
         ),
         housekeeping=Housekeeping(
             otps=repos.otps,

@@ -10,13 +10,16 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 
 from web.settings import Settings, load_settings
+
+R = TypeVar("R")
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -74,3 +77,14 @@ def running_server(
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def until(get: Callable[[], R], done: Callable[[R], bool], *, within: float = 15.0) -> R:
+    """``get()`` again every 0.1 s until ``done`` says yes (or ``within`` seconds
+    pass: a failure); what it got last. For what may answer from a report up to
+    a second old, such as /health."""
+    deadline = time.monotonic() + within
+    while not done(got := get()):
+        assert time.monotonic() < deadline, f"still not there after {within} s: {got!r}"
+        time.sleep(0.1)
+    return got

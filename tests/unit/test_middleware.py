@@ -457,6 +457,7 @@ async def test_a_broken_limiter_fails_open_with_one_warning(
         database=InMemoryDatabaseProbe(),
         rate_limiter=broken,
         cache=InMemoryCache(clock=SystemClock()),
+        clock=SystemClock(),
     )
     container = dataclasses.replace(container, rate_limiter=broken, health=health)
     app = create_app(container)
