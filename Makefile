@@ -14,7 +14,7 @@ LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --quiet \
               --custom-compile-command 'make lock'
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-unit test-integration contract lint format migrate check bench bench-branches bench-streams bench-usage clean lock
+.PHONY: help run test test-unit test-integration contract lint format migrate check bench bench-branches bench-streams bench-usage bench-scale clean lock
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -84,6 +84,9 @@ bench-streams: $(VENV)/.installed-dev ## 100 answers streaming at once through o
 
 bench-usage: $(VENV)/.installed-dev ## the usage reports over a million messages (bench/usage.py)
 	$(BIN)/python bench/usage.py
+
+bench-scale: $(VENV)/.installed-dev ## list, history, search, stats and sends over a million messages (bench/scale.py)
+	$(BIN)/python bench/scale.py
 
 check: $(VENV)/.installed ## validate the settings and reach the database
 	$(BIN)/gemini-backend check

@@ -12,6 +12,10 @@
 
 CREATE INDEX messages_user_newest_idx ON messages (user_id, id);
 DROP INDEX messages_user_id_idx;
+-- A larger sample of the words, so the planner knows a rare one for rare (at the
+-- default, any word outside the 100 or so most common looks common enough to
+-- cross with every message of the user: 12 ms instead of 1 at a million).
+ALTER TABLE messages ALTER COLUMN search_vector SET STATISTICS 1000;
 
 CREATE TABLE user_counts (
     user_id  bigint NOT NULL REFERENCES users (id) ON DELETE CASCADE,

@@ -94,9 +94,13 @@ async def query_all(
     query: LiteralString,
     params: Params,
     rows: AsyncRowFactory[R],
+    *,
+    prepare: bool | None = None,
 ) -> list[R]:
+    """Every row of ``query``; ``prepare=False`` has PostgreSQL plan it for these
+    very values each time, where the best plan depends on them."""
     async with conn.cursor(row_factory=rows) as cursor:
-        await cursor.execute(query, params)
+        await cursor.execute(query, params, prepare=prepare)
         return await cursor.fetchall()
 
 
@@ -109,11 +113,16 @@ async def fetch_one(
 
 
 async def fetch_all(
-    db: Database, query: LiteralString, params: Params, rows: AsyncRowFactory[R]
+    db: Database,
+    query: LiteralString,
+    params: Params,
+    rows: AsyncRowFactory[R],
+    *,
+    prepare: bool | None = None,
 ) -> list[R]:
     async with db.connection() as conn:
         with translated_errors():
-            return await query_all(conn, query, params, rows)
+            return await query_all(conn, query, params, rows, prepare=prepare)
 
 
 async def execute(db: Database, query: LiteralString, params: Params) -> int:

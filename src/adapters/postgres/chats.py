@@ -246,10 +246,12 @@ RETURNING chats.*
 # row; the headline is costly and only needed for the page, so it is made
 # after the LIMIT. Matched words come back wrapped in ** (plain text: the
 # content is the user's own, never HTML).
-# The best of the caller's newest matches (SEARCH_WINDOW of them): a common word is found
-# walking their messages newest first (messages_user_newest_idx) and stops
-# after the window, a rare one through the full-text index; either way no more
-# than the window is scored, however many messages match.
+# The best of the caller's newest matches (SEARCH_WINDOW of them): a common word is
+# found walking their messages newest first (messages_user_newest_idx), stopping
+# after the window; a rare one through the full-text index. Which is which the
+# planner tells from the words' statistics, so the query is written inline (not
+# from the CTE, which would hide it) and planned for its values each time (see
+# ``search``). Either way no more than the window is scored.
 _SEARCH_MESSAGES = (
     """
 WITH query AS (SELECT websearch_to_tsquery('english', %(query)s::text) AS q),
@@ -257,8 +259,9 @@ newest AS (
     SELECT"""
     + _MESSAGE_FIELDS
     + """, search_vector
-    FROM messages, query
-    WHERE user_id = %(user_id)s AND search_vector @@ query.q
+    FROM messages
+    WHERE user_id = %(user_id)s
+      AND search_vector @@ websearch_to_tsquery('english', %(query)s::text)
     ORDER BY id DESC
     LIMIT %(window)s
 ),
@@ -554,7 +557,8 @@ class PostgresMessageRepository:
 
     async def search(self, user_id: int, query: str, *, limit: int) -> builtins.list[SearchHit]:
         params = {"user_id": user_id, "query": query, "limit": limit, "window": SEARCH_WINDOW}
-        rows = await fetch_all(self._db, _SEARCH_MESSAGES, params, _HIT_ROWS)
+        # Never a generic plan: the right one depends on how common the words are.
+        rows = await fetch_all(self._db, _SEARCH_MESSAGES, params, _HIT_ROWS, prepare=False)
         return [
             SearchHit(message=message, chat_title=row["chat_title"], snippet=row["snippet"])
             for message, row in rows
