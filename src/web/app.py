@@ -8,6 +8,7 @@ happens at import time.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -23,7 +24,7 @@ from web.docs import docs_router, openapi_config
 from web.files import FilesController
 from web.health import HealthController
 from web.json_body import JsonBodyRequest
-from web.logs import configure_logging
+from web.logs import configure_logging, flush_logs
 from web.metrics import Metrics
 from web.models import ModelsController
 from web.principal import signed_in_first
@@ -45,6 +46,16 @@ def create_app(container: Container | None = None, *, settings: Settings | None 
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        try:
+            async with serving():
+                yield
+        finally:
+            # A worker may end without the interpreter's exit handlers: the
+            # log files get what was logged before it goes.
+            await asyncio.to_thread(flush_logs)
+
+    @asynccontextmanager
+    async def serving() -> AsyncIterator[None]:
         if container is not None:
             yield
             return
@@ -81,7 +92,7 @@ def create_app(container: Container | None = None, *, settings: Settings | None 
         request_max_body_size=edge.MAX_JSON_BODY,
         request_class=JsonBodyRequest,
         dependencies={"container": Provide(slot.get, sync_to_thread=False)},
-        guards=[signed_in_first(slot.get)],
+        before_request=signed_in_first(slot.get),
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi_config(
             composition.app_version(), [offer.id for offer in settings.models]

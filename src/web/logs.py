@@ -16,16 +16,24 @@ would let two of them rotate at once, or one keep writing into a renamed file.
 It takes a lock on a file next to each log (``.__app.lock``) around every write
 and rotation, and reopens the log when another process rotated it.
 
-Records are written on the thread that logs them. Under the lock that is a
-``write`` to the page cache, so no writer thread is needed. Without one, a
-forked worker cannot inherit a lock held by a thread that it does not have.
+The files are written by a thread of each process (``LogFileWriter``): the
+request only queues its records, and the thread writes whatever queued up
+meanwhile under one lock, with one rollover check and one ``write``. Taking
+the lock and checking for a rotation for every line cost more than half of a
+simple request. The thread starts at the first record in each process, so a
+forked worker starts its own and never shares one (or its lock) with the
+process it was forked from; ``flush_logs`` waits until everything queued is
+written, and the files are flushed at exit.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import queue
 import sys
+import threading
+from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,10 +47,12 @@ from web.settings import Settings
 __all__ = [
     "ConsoleFormatter",
     "JsonFormatter",
+    "LogFileWriter",
     "RequestContext",
     "RequestContextFilter",
     "bind_user",
     "configure_logging",
+    "flush_logs",
     "log_file",
     "request_context",
 ]
@@ -68,8 +78,8 @@ _QUIET = ("psycopg.pool", "pgserver", "yoyo", "httpx", "httpx2", "httpcore", "go
 
 # The names of the root handlers configure_logging adds, so that a later call
 # replaces them and leaves any other handler (a test's capture) in place.
-_APP_LOG, _ERROR_LOG, _STDERR = "gemini.app_log", "gemini.error_log", "gemini.stderr"
-_OURS = frozenset({_APP_LOG, _ERROR_LOG, _STDERR})
+_FILES, _STDERR = "gemini.log_files", "gemini.stderr"
+_OURS = frozenset({_FILES, _STDERR})
 
 
 def bind_user(user_id: int) -> None:
@@ -158,9 +168,136 @@ class ConsoleFormatter(logging.Formatter):
         return line
 
 
+class RotatingLogFile(ConcurrentRotatingFileHandler):
+    """A rotating log file that several processes may write at once, written a
+    batch of records at a time (``write``)."""
+
+    def reopened(self) -> RotatingLogFile:
+        """The same file for a forked process: its locks may have been held by a
+        thread of the process it was forked from, which the fork did not copy."""
+        again = RotatingLogFile(
+            self.baseFilename,
+            maxBytes=self.maxBytes,
+            backupCount=self.backupCount,
+            encoding=self.encoding,
+        )
+        again.setLevel(self.level)
+        again.setFormatter(self.formatter)
+        return again
+
+    def write(self, records: Sequence[logging.LogRecord]) -> None:
+        """The records this file takes (by level), under one lock: one check for
+        a rotation and one ``write`` for all of them."""
+        lines = []
+        for record in records:
+            if record.levelno >= self.level:
+                try:
+                    lines.append(self.format(record))
+                except Exception:
+                    self.handleError(record)
+        if not lines:
+            return
+        try:
+            self._do_lock()
+            try:
+                self._check_stream()
+                if self.shouldRollover(records[0]):
+                    self.doRollover()
+                self.do_write(self.terminator.join(lines))
+            finally:
+                self._do_unlock()
+        except Exception:
+            self.handleError(records[0])
+
+
+_FLUSHED = object()  # tells the writer it may stop
+
+
+class LogFileWriter(logging.Handler):
+    """Takes records on any thread and has a thread of this process write them
+    to ``files`` in batches. Filters (the request's context) run on the thread
+    that logs, as do the record's message and arguments."""
+
+    def __init__(self, files: Sequence[RotatingLogFile], *, batch: int = 1000) -> None:
+        super().__init__(min(f.level for f in files))
+        self._files = tuple(files)
+        self._batch = batch
+        self._pid = -1
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        record.message = record.getMessage()
+        record.msg, record.args = record.message, None  # fixed now, as they are
+        self._started().put(record)
+
+    def _started(self) -> queue.SimpleQueue[object]:
+        """This process's queue, its writer started (a fork starts afresh)."""
+        if self._pid != os.getpid():
+            assert self.lock is not None  # made by Handler.__init__
+            with self.lock:
+                if self._pid != os.getpid():
+                    if self._pid != -1:  # forked: the files' locks may be held
+                        self._files = tuple(file.reopened() for file in self._files)
+                    self._queue = queue.SimpleQueue()
+                    self._thread = threading.Thread(
+                        target=self._write_all, name="gemini-log-writer", daemon=True
+                    )
+                    self._thread.start()
+                    self._pid = os.getpid()
+        return self._queue
+
+    def _write_all(self) -> None:
+        waiting = self._queue
+        while True:
+            batch = [waiting.get()]
+            while len(batch) < self._batch:
+                try:
+                    batch.append(waiting.get_nowait())
+                except queue.Empty:
+                    break
+            records = [item for item in batch if isinstance(item, logging.LogRecord)]
+            if records:
+                for file in self._files:
+                    file.write(records)
+            for item in batch:
+                if isinstance(item, threading.Event):
+                    item.set()
+            if _FLUSHED in batch:
+                return
+
+    def flush(self, timeout: float = 5.0) -> None:
+        """Wait (at most ``timeout`` seconds) until what is queued is written."""
+        if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():
+            written = threading.Event()
+            self._queue.put(written)
+            written.wait(timeout)
+
+    def close(self) -> None:
+        """Write what is queued, stop the writer, close the files; in a process
+        forked from the one that wrote them, leave them to that one."""
+        if self._pid == os.getpid():
+            if self._thread is not None and self._thread.is_alive():
+                self._queue.put(_FLUSHED)
+                self._thread.join(5.0)
+            for file in self._files:
+                file.close()
+        elif self._pid == -1:  # never written
+            for file in self._files:
+                file.close()
+        super().close()
+
+
+def flush_logs() -> None:
+    """Wait until the log files hold every record logged so far (tests read them)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, LogFileWriter):
+            handler.flush()
+
+
 def log_file(
     path: Path, *, max_bytes: int = ROTATE_BYTES, backups: int = BACKUPS
-) -> ConcurrentRotatingFileHandler:
+) -> RotatingLogFile:
     """A rotating log file that several processes may write at once.
 
     Raises ``OSError`` now, rather than at the first record, when the file
@@ -168,9 +305,7 @@ def log_file(
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8"):
         pass
-    return ConcurrentRotatingFileHandler(
-        path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
-    )
+    return RotatingLogFile(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
 
 
 def configure_logging(settings: Settings) -> None:
@@ -197,6 +332,9 @@ def configure_logging(settings: Settings) -> None:
     # Handlers filter by level too: a logger may be set lower than LOG_LEVEL
     # for another listener of its records (the metrics of "gemini.llm").
     level = logging.getLevelName(settings.log_level)
+    json = settings.log_format == "json"
+    colour = not json and sys.stderr.isatty() and "NO_COLOR" not in os.environ
+    formatter = JsonFormatter() if json else ConsoleFormatter(colour=colour)
     handlers: dict[str, logging.Handler] = {}
     problem: OSError | None = None
     if settings.is_production:
@@ -208,14 +346,13 @@ def configure_logging(settings: Settings) -> None:
         else:
             app_log.setLevel(level)
             error_log.setLevel(max(level, logging.ERROR))
-            handlers = {_APP_LOG: app_log, _ERROR_LOG: error_log}
+            for file in (app_log, error_log):
+                file.setFormatter(formatter)
+            handlers = {_FILES: LogFileWriter([app_log, error_log])}
     stderr = logging.StreamHandler(sys.stderr)
     stderr.setLevel(max(level, logging.WARNING) if handlers else level)
     handlers[_STDERR] = stderr
 
-    json = settings.log_format == "json"
-    colour = not json and sys.stderr.isatty() and "NO_COLOR" not in os.environ
-    formatter = JsonFormatter() if json else ConsoleFormatter(colour=colour)
     context = RequestContextFilter()
     for name, handler in handlers.items():
         handler.set_name(name)

@@ -73,3 +73,35 @@ async def test_the_guard_answers_401_then_403_then_follows_the_row(
     assert promoted.json() == {"admin_id": principal.user.id}
     await repos.users.update(principal.user.id, UserChanges(is_admin=False))
     assert (await client.get("/admin-only", headers=headers)).status_code == 403
+
+
+def test_every_route_keeps_the_sign_in_check(tmp_path: Path) -> None:
+    """The check runs as the app's ``before_request`` hook; a router, controller
+    or handler that set a hook of its own would replace it, and its signed-in
+    routes would no longer be checked."""
+    from web.app import create_app
+
+    settings = load_settings(
+        environ={"ENVIRONMENT": "test", "DATA_DIR": str(tmp_path)}, env_file=None
+    )
+    app = create_app(memory_container(settings))
+    hook = app.before_request
+    assert hook is not None
+    handlers = [handler for route in app.routes for handler in getattr(route, "route_handlers", ())]
+    assert len(handlers) > 30
+    assert all(handler.resolve_before_request() is hook for handler in handlers)
+
+
+async def test_a_stranger_is_refused_before_the_body_is_read(tmp_path: Path) -> None:
+    from web.app import create_app
+
+    settings = load_settings(
+        environ={"ENVIRONMENT": "test", "DATA_DIR": str(tmp_path)}, env_file=None
+    )
+    async with AsyncTestClient(create_app(memory_container(settings))) as client:
+        response = await client.post(
+            "/chats", content=b"{not json", headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert (await client.get("/health")).status_code == 200

@@ -22,9 +22,11 @@ from web.composition import memory_container
 from web.logs import (
     ConsoleFormatter,
     JsonFormatter,
+    LogFileWriter,
     RequestContext,
     RequestContextFilter,
     configure_logging,
+    flush_logs,
     log_file,
     request_context,
 )
@@ -122,6 +124,7 @@ async def test_production_writes_json_files_with_request_and_user(tmp_path: Path
         assert me.status_code == 200
         user_id = me.json()["id"]
         logging.getLogger("gemini.test").error("something broke", extra={"event": "boom"})
+    flush_logs()  # a thread writes the files
     app_log = read_json_lines(tmp_path / "logs" / "app.log")
     for entry in app_log:
         assert GUIDE_FIELDS | {"request_id", "user_id"} <= set(entry)
@@ -197,12 +200,14 @@ def _log_from_a_forked_worker(settings: Settings) -> None:
     logging.getLogger("gemini.child").warning("from the child, as forked")
     configure_logging(settings)  # as create_app does in each granian worker
     logging.getLogger("gemini.child").warning("from the child")
+    flush_logs()  # as the app's lifespan does at its end
 
 
 def test_a_forked_worker_logs_to_the_same_files(tmp_path: Path) -> None:
     settings = production_settings(tmp_path)
     configure_logging(settings)
     logging.getLogger("gemini.parent").warning("before the fork")
+    flush_logs()
     child = multiprocessing.get_context("fork").Process(
         target=_log_from_a_forked_worker, args=(settings,)
     )
@@ -210,6 +215,7 @@ def test_a_forked_worker_logs_to_the_same_files(tmp_path: Path) -> None:
     child.join(30)
     assert child.exitcode == 0
     logging.getLogger("gemini.parent").warning("after the fork")
+    flush_logs()
     messages = [e["message"] for e in read_json_lines(tmp_path / "logs" / "app.log")]
     assert messages == [
         "before the fork",
@@ -228,8 +234,36 @@ def test_configuring_again_replaces_our_handlers_and_keeps_others(tmp_path: Path
         configure_logging(settings)
         configure_logging(settings)  # the CLI, then create_app in the same process
         logging.getLogger("gemini.test").warning("once")
+        flush_logs()
     finally:
         root.removeHandler(capture)
     assert [record.getMessage() for record in capture.buffer] == ["once"]
     messages = [e["message"] for e in read_json_lines(tmp_path / "logs" / "app.log")]
     assert messages == ["once"]
+
+
+def test_the_writer_thread_writes_every_record_in_order_and_close_drains_it(
+    tmp_path: Path,
+) -> None:
+    files = [log_file(tmp_path / "app.log"), log_file(tmp_path / "error.log")]
+    files[1].setLevel(logging.ERROR)
+    for file in files:
+        file.setFormatter(JsonFormatter())
+    writer = LogFileWriter(files, batch=7)
+    logger = logging.getLogger("gemini.batched")
+    logger.propagate = False
+    logger.addHandler(writer)
+    try:
+        for n in range(500):
+            logger.info("line %d of %s", n, "many", extra={"n": n})
+        logger.error("the one error")
+        writer.flush()
+        lines = read_json_lines(tmp_path / "app.log")
+        assert [e["n"] for e in lines[:-1]] == list(range(500))
+        assert lines[0]["message"] == "line 0 of many"
+        assert [e["message"] for e in read_json_lines(tmp_path / "error.log")] == ["the one error"]
+        logger.info("last words")
+    finally:
+        logger.removeHandler(writer)
+        writer.close()
+    assert read_json_lines(tmp_path / "app.log")[-1]["message"] == "last words"
