@@ -185,29 +185,22 @@ class RotatingLogFile(ConcurrentRotatingFileHandler):
         again.setFormatter(self.formatter)
         return again
 
-    def write(self, records: Sequence[logging.LogRecord]) -> None:
-        """The records this file takes (by level), under one lock: one check for
-        a rotation and one ``write`` for all of them."""
-        lines = []
-        for record in records:
-            if record.levelno >= self.level:
-                try:
-                    lines.append(self.format(record))
-                except Exception:
-                    self.handleError(record)
+    def write(self, lines: Sequence[str]) -> None:
+        """Formatted records, under one lock: one check for a rotation and one
+        ``write`` for all of them."""
         if not lines:
             return
         try:
             self._do_lock()
             try:
                 self._check_stream()
-                if self.shouldRollover(records[0]):
+                if self._shouldRollover():
                     self.doRollover()
                 self.do_write(self.terminator.join(lines))
             finally:
                 self._do_unlock()
         except Exception:
-            self.handleError(records[0])
+            self.handleError(logging.makeLogRecord({"msg": lines[0]}))
 
 
 _FLUSHED = object()  # tells the writer it may stop
@@ -215,8 +208,10 @@ _FLUSHED = object()  # tells the writer it may stop
 
 class LogFileWriter(logging.Handler):
     """Takes records on any thread and has a thread of this process write them
-    to ``files`` in batches. Filters (the request's context) run on the thread
-    that logs, as do the record's message and arguments."""
+    to ``files`` in batches. The record is filtered (the request's context)
+    and formatted on the thread that logs: the writer only takes the locks and
+    writes, which waits on the disk rather than holding the interpreter, so it
+    does not slow the event loop."""
 
     def __init__(self, files: Sequence[RotatingLogFile], *, batch: int = 1000) -> None:
         super().__init__(min(f.level for f in files))
@@ -227,9 +222,12 @@ class LogFileWriter(logging.Handler):
         self._thread: threading.Thread | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
-        record.message = record.getMessage()
-        record.msg, record.args = record.message, None  # fixed now, as they are
-        self._started().put(record)
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        self._started().put((record.levelno, line))
 
     def _started(self) -> queue.SimpleQueue[object]:
         """This process's queue, its writer started (a fork starts afresh)."""
@@ -256,10 +254,10 @@ class LogFileWriter(logging.Handler):
                     batch.append(waiting.get_nowait())
                 except queue.Empty:
                     break
-            records = [item for item in batch if isinstance(item, logging.LogRecord)]
-            if records:
+            lines = [item for item in batch if isinstance(item, tuple)]
+            if lines:
                 for file in self._files:
-                    file.write(records)
+                    file.write([line for level, line in lines if level >= file.level])
             for item in batch:
                 if isinstance(item, threading.Event):
                     item.set()
@@ -346,8 +344,6 @@ def configure_logging(settings: Settings) -> None:
         else:
             app_log.setLevel(level)
             error_log.setLevel(max(level, logging.ERROR))
-            for file in (app_log, error_log):
-                file.setFormatter(formatter)
             handlers = {_FILES: LogFileWriter([app_log, error_log])}
     stderr = logging.StreamHandler(sys.stderr)
     stderr.setLevel(max(level, logging.WARNING) if handlers else level)

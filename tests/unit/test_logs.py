@@ -247,9 +247,8 @@ def test_the_writer_thread_writes_every_record_in_order_and_close_drains_it(
 ) -> None:
     files = [log_file(tmp_path / "app.log"), log_file(tmp_path / "error.log")]
     files[1].setLevel(logging.ERROR)
-    for file in files:
-        file.setFormatter(JsonFormatter())
     writer = LogFileWriter(files, batch=7)
+    writer.setFormatter(JsonFormatter())
     logger = logging.getLogger("gemini.batched")
     logger.propagate = False
     logger.addHandler(writer)
