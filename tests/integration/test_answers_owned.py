@@ -61,12 +61,8 @@ class Hosts:
 
 @pytest.fixture(scope="module")
 def model() -> Iterator[GeminiStandIn]:
-    standin = GeminiStandIn()
-    standin.start()
-    try:
+    with GeminiStandIn() as standin:
         yield standin
-    finally:
-        standin.stop()
 
 
 def add_ann(database_url: str) -> None:

@@ -81,22 +81,14 @@ def env_for(
 
 @pytest.fixture(scope="module")
 def gemini() -> Iterator[GeminiStandIn]:
-    standin = GeminiStandIn()
-    standin.start()
-    try:
+    with GeminiStandIn() as standin:
         yield standin
-    finally:
-        standin.stop()
 
 
 @pytest.fixture(scope="module")
 def openai() -> Iterator[OpenAiStandIn]:
-    standin = OpenAiStandIn()
-    standin.start()
-    try:
+    with OpenAiStandIn() as standin:
         yield standin
-    finally:
-        standin.stop()
 
 
 @pytest.fixture(scope="module")
