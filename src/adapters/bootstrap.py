@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
 from adapters.clock import SystemClock
@@ -61,8 +61,6 @@ from adapters.postgres.repositories import (
     PostgresUserRepository,
 )
 from adapters.postgres.signals import PostgresAnswerSignals
-from adapters.redis import RedisCache, RedisConnection, RedisRateLimiter
-from adapters.redis_signals import RedisAnswerSignals
 from adapters.storage import local_file_storage, s3_file_storage
 from adapters.telemetry import LogTelemetry
 from adapters.tokens import JwtTokenCodec
@@ -97,6 +95,9 @@ from gemini_core.storage import FileStorage
 from gemini_core.tasks import stop
 from gemini_core.telemetry import Telemetry
 from gemini_core.usage import QuotaRules, Quotas, UsageService
+
+if TYPE_CHECKING:
+    from adapters.redis import RedisConnection
 
 __all__ = [
     "CoreConfig",
@@ -305,6 +306,9 @@ async def open_services(
         # there is one, else through PostgreSQL's LISTEN/NOTIFY.
         signals: AnswerSignals = PostgresAnswerSignals(url)
         if redis is not None:
+            from adapters.redis import RedisCache, RedisRateLimiter
+            from adapters.redis_signals import RedisAnswerSignals
+
             rate_limiter, shared_cache = RedisRateLimiter(redis), RedisCache(redis)
             signals = RedisAnswerSignals(
                 config.redis_url or "", channel=f"{redis.namespace}:answers"
@@ -358,7 +362,9 @@ def _redis(redis_url: str | None, database_url: str) -> RedisConnection | None:
     deployment share a database, so they share one budget, while another
     deployment (or test) on the same Redis counts apart."""
     if redis_url is None:
-        return None
+        return None  # and the Redis client is never loaded: 6 MB a process
+    from adapters.redis import RedisConnection
+
     database = urlsplit(database_url).path.lstrip("/") or "postgres"
     return RedisConnection(redis_url, namespace=f"gemini:{database}")
 

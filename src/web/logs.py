@@ -33,16 +33,23 @@ import os
 import queue
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from concurrent_log_handler import ConcurrentRotatingFileHandler
-from pythonjsonlogger.msgspec import MsgspecFormatter
+# portalocker, which concurrent-log-handler locks the files with, loads its
+# Redis lock, and so the whole Redis client (6 MB a process), whenever redis is
+# installed. Only its file locks are used here: its Redis lock is marked
+# missing, as if that optional part were not installed, which it allows for.
+sys.modules.setdefault("portalocker.redis", None)  # type: ignore[arg-type]
 
-from web.settings import Settings
+from concurrent_log_handler import ConcurrentRotatingFileHandler  # noqa: E402
+from pythonjsonlogger.msgspec import MsgspecFormatter  # noqa: E402
+
+from web.settings import Settings  # noqa: E402
 
 __all__ = [
     "ConsoleFormatter",
@@ -213,10 +220,13 @@ class LogFileWriter(logging.Handler):
     writes, which waits on the disk rather than holding the interpreter, so it
     does not slow the event loop."""
 
-    def __init__(self, files: Sequence[RotatingLogFile], *, batch: int = 1000) -> None:
+    def __init__(
+        self, files: Sequence[RotatingLogFile], *, batch: int = 1000, linger: float = 0.02
+    ) -> None:
         super().__init__(min(f.level for f in files))
         self._files = tuple(files)
         self._batch = batch
+        self._linger = linger
         self._pid = -1
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -263,6 +273,10 @@ class LogFileWriter(logging.Handler):
                     item.set()
             if _FLUSHED in batch:
                 return
+            if len(batch) < self._batch:
+                # Let records gather: a wake-up per record would take the
+                # interpreter from the event loop hundreds of times a second.
+                time.sleep(self._linger)
 
     def flush(self, timeout: float = 5.0) -> None:
         """Wait (at most ``timeout`` seconds) until what is queued is written."""

@@ -31,10 +31,11 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import time
-import uuid
 import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
+from random import getrandbits
 from typing import Any
 
 import msgspec
@@ -53,6 +54,19 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 access_log = logging.getLogger("gemini.access")
+
+# A version 4 UUID's fixed bits: its version (4) and variant (10).
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
+def new_request_id() -> str:
+    """A random UUID (version 4). A request id is a label, not a secret, so it
+    comes from ``random`` (reseeded in each forked worker) rather than the
+    kernel: ``uuid.uuid4()`` makes a system call and an object per request."""
+    digits = f"{getrandbits(128) & _UUID4_CLEAR | _UUID4_SET:032x}"
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
+
 
 _SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,64}")
 STRICT_CSP = b"default-src 'none'; frame-ancestors 'none'"
@@ -113,7 +127,7 @@ class RequestContextMiddleware:
             elif name == b"x-forwarded-for":
                 forwarded.append(value.decode("latin-1"))
         if request_id is None:
-            request_id = str(uuid.uuid4())
+            request_id = new_request_id()
         client = scope.get("client")
         if forwarded and client and self._resolver.enabled:
             address = self._resolver.resolve(client[0], forwarded)
@@ -154,13 +168,19 @@ class RequestContextMiddleware:
             if self._metrics is not None:
                 self._metrics.observe_request(method, route, status, seconds)
             if access_log.isEnabledFor(logging.INFO):
-                access_log.info(
+                # The record is made here, not by access_log.info(), which
+                # would walk the stack to find where it was called from (this
+                # line, always): a tenth of a simple request.
+                record = access_log.makeRecord(
+                    access_log.name,
+                    logging.INFO,
+                    __file__,
+                    sys._getframe().f_lineno,
                     "%s %s %d %.1fms",
-                    method,
-                    scope["path"],
-                    status,
-                    seconds * 1000,
-                    extra={
+                    (method, scope["path"], status, seconds * 1000),
+                    None,
+                    "__call__",
+                    {
                         "method": method,
                         "route": route,
                         "status": status,
@@ -168,6 +188,7 @@ class RequestContextMiddleware:
                         "client": client[0] if client else None,
                     },
                 )
+                access_log.handle(record)
             request_context.reset(context_token)
 
 

@@ -146,6 +146,55 @@ async def test_an_exhausted_pool_still_waits_its_timeout_while_the_server_is_fin
         await database.close()
 
 
+async def test_borrowers_beyond_the_pool_take_turns_and_a_cancelled_one_frees_its_turn(
+    database_url: str,
+) -> None:
+    database = Database(database_url, min_size=1, max_size=3, pool_timeout=5.0)
+    await database.open()
+    try:
+        busy = most = 0
+
+        async def borrow() -> None:
+            nonlocal busy, most
+            async with database.connection() as conn:
+                busy += 1
+                most = max(most, busy)
+                try:
+                    await conn.execute("SELECT pg_sleep(0.01)")
+                finally:
+                    busy -= 1
+
+        # Borrowers cancelled while they wait (or once they hold a connection).
+        for _ in range(5):
+            waiter = asyncio.create_task(borrow())
+            others = [asyncio.create_task(borrow()) for _ in range(4)]
+            await asyncio.sleep(0)
+            waiter.cancel()
+            await asyncio.gather(*others, waiter, return_exceptions=True)
+        await asyncio.gather(*(borrow() for _ in range(30)))
+        assert most == 3
+        assert database.stats()["pool_size"] <= 3
+
+        # Every turn came back: three at once still get a connection each.
+        held = asyncio.Event()
+        done = 0
+
+        async def hold() -> None:
+            nonlocal done
+            async with database.connection():
+                done += 1
+                await held.wait()
+
+        holders = [asyncio.create_task(hold()) for _ in range(3)]
+        async with asyncio.timeout(5):
+            while done < 3:
+                await asyncio.sleep(0.01)
+        held.set()
+        await asyncio.gather(*holders)
+    finally:
+        await database.close()
+
+
 REDIS_URL = os.environ.get("REDIS_URL", "")
 
 

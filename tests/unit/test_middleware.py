@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import re
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from tests.config import production_settings
 from web.app import create_app
 from web.clientip import ClientAddressResolver
 from web.composition import memory_container
-from web.middleware import GzipMiddleware
+from web.middleware import GzipMiddleware, new_request_id
 from web.settings import Settings, load_settings
 
 Scope = dict[str, Any]
@@ -79,6 +80,17 @@ async def test_every_response_has_a_request_id_and_a_process_time(
         assert response.status_code == status
         assert UUID.fullmatch(response.headers["x-request-id"])
         assert re.fullmatch(r"\d+\.\d+", response.headers["x-process-time"])
+
+
+def test_new_request_ids_are_random_version_4_uuids() -> None:
+    made = [new_request_id() for _ in range(2000)]
+    assert len(set(made)) == len(made)
+    for text in made:
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
+    # Every random digit takes every value: nothing but the version and variant is fixed.
+    for position in (i for i in range(36) if i not in (8, 13, 14, 18, 19, 23)):
+        assert len({text[position] for text in made}) == 16, position
 
 
 @pytest.mark.parametrize("sent", ["abc-123", "A.b_c-9", "x" * 64])

@@ -29,7 +29,7 @@ import logging
 import time
 import weakref
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
@@ -82,6 +82,8 @@ class Database:
         # The deadlines of the borrows waiting for the pool: marking the
         # database down moves them to now, so nobody waits for nothing.
         self._waiting: set[asyncio.Timeout] = set()
+        # One slot per connection the pool may hold (see ``_borrow``).
+        self._slots = asyncio.Semaphore(max_size)
         self._watcher: asyncio.Task[None] | None = None
 
     def _new_pool(self) -> psycopg_pool.AsyncConnectionPool[Connection]:
@@ -140,37 +142,59 @@ class Database:
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[dict[str, object]]]:
         """Borrow a connection; ``UnavailableError`` if none can be had in time,
         at once if the database is known to be down."""
-        async with AsyncExitStack() as stack:
-            conn = await self._borrow(stack)
+        pool, conn = await self._borrow()
+        try:
+            yield conn
+        except psycopg.OperationalError as exc:
+            # Lost connection, server shutting down, ...: not the caller's
+            # fault. A statement that merely failed leaves the connection
+            # whole; one that broke it may mean the server is gone.
+            if conn.broken:
+                self._suspect()
+            raise UnavailableError(DATABASE_DOWN) from exc
+        finally:
+            self._last_used[conn] = time.monotonic()
             try:
-                yield conn
-            except psycopg.OperationalError as exc:
-                # Lost connection, server shutting down, ...: not the caller's
-                # fault. A statement that merely failed leaves the connection
-                # whole; one that broke it may mean the server is gone.
-                if conn.broken:
-                    self._suspect()
-                raise UnavailableError(DATABASE_DOWN) from exc
+                # The pool rolls back a transaction left open, and discards a
+                # broken connection; one from a pool swapped out meanwhile
+                # (``_reopen``) is closed.
+                await pool.putconn(conn)
             finally:
-                self._last_used[conn] = time.monotonic()
+                self._slots.release()
 
-    async def _borrow(self, stack: AsyncExitStack) -> Connection:
+    async def _borrow(self) -> tuple[psycopg_pool.AsyncConnectionPool[Connection], Connection]:
+        """A slot and a connection from the current pool (which ``putconn`` needs back)."""
         if self._down:
             raise UnavailableError(DATABASE_DOWN)
-        deadline = asyncio.timeout(None)
+        loop = asyncio.get_running_loop()
+        deadline = asyncio.timeout_at(loop.time() + self.pool_timeout)
         self._waiting.add(deadline)
+        slot = False
         try:
             async with deadline:
-                return await stack.enter_async_context(
-                    self.pool.connection(timeout=self.pool_timeout)
-                )
-        except TimeoutError as exc:  # the database was marked down meanwhile
-            raise UnavailableError(DATABASE_DOWN) from exc
-        except psycopg_pool.PoolTimeout as exc:
-            self._suspect()
-            raise UnavailableError(DATABASE_DOWN) from exc
-        except psycopg_pool.PoolClosed as exc:
-            raise UnavailableError(DATABASE_DOWN) from exc
+                # Borrowers queue here, not in the pool: an asyncio semaphore
+                # is far cheaper to wait on than the pool's queue (which makes
+                # a task per waiting borrower), and whoever gets past it finds a
+                # connection ready, or one being made while the pool grows.
+                await self._slots.acquire()
+                slot = True
+                pool = self.pool
+                left = max(0.0, deadline.when() - loop.time())  # type: ignore[operator]
+                # getconn and putconn rather than pool.connection(): a third of the cost.
+                return pool, await pool.getconn(timeout=left)
+        except BaseException as exc:
+            if slot:
+                self._slots.release()
+            if isinstance(exc, TimeoutError):
+                if not self._down:  # every connection stayed busy: is the server there?
+                    self._suspect()
+                raise UnavailableError(DATABASE_DOWN) from exc
+            if isinstance(exc, psycopg_pool.PoolTimeout):
+                self._suspect()
+                raise UnavailableError(DATABASE_DOWN) from exc
+            if isinstance(exc, psycopg_pool.PoolClosed):
+                raise UnavailableError(DATABASE_DOWN) from exc
+            raise
         finally:
             self._waiting.discard(deadline)
 
