@@ -176,19 +176,20 @@ async def test_borrowers_beyond_the_pool_take_turns_and_a_cancelled_one_frees_it
         assert database.stats()["pool_size"] <= 3
 
         # Every turn came back: three at once still get a connection each.
-        held = asyncio.Event()
+        held, all_in = asyncio.Event(), asyncio.Event()
         done = 0
 
         async def hold() -> None:
             nonlocal done
             async with database.connection():
                 done += 1
+                if done == 3:
+                    all_in.set()
                 await held.wait()
 
         holders = [asyncio.create_task(hold()) for _ in range(3)]
         async with asyncio.timeout(5):
-            while done < 3:
-                await asyncio.sleep(0.01)
+            await all_in.wait()
         held.set()
         await asyncio.gather(*holders)
     finally:
