@@ -31,13 +31,27 @@ process of its own (BENCH_TOOL=wrk|loadgen forces one):
 - two workers each (both servers restarted), 64 connections: the floor and
   ``GET /chats?limit=20``.
 
+After the one-worker loads (the app's server still up):
+
+- the first delta: FIRST_DELTA_SENDS questions (200), one at a time, each
+  streamed (``Accept: text/event-stream``), timed from sending to the first
+  ``delta`` event, with the offline model, which writes its first piece at once;
+- logins: ``POST /auth/login`` with STORM_CONNECTIONS (8) connections, against
+  the cores' hashing capacity with the server's Argon2 parameters, measured in
+  this process: one verification alone, and as many verifications a second as
+  one thread a core manage at once;
+- a storm: ``GET /chats?limit=20`` at 64 connections, once alone and once while
+  logins run beside it, to compare the list's p99.
+
 A table per configuration gives each route's requests per second, its share of
 the floor's in the same configuration, p50, p99 and errors (answers outside
-2xx/3xx, and socket errors), then each server's resident memory (parent +
-workers). Every measurement is also printed as one JSON line (starting with
-``{``) for scripts. BENCH_QUICK=1 is a smoke run: 1 s a route after 1 s of
-warm-up, and no two-worker part. Every process and temporary directory is
-removed at the end, on Ctrl-C or on a failure too.
+2xx/3xx, and socket errors), then each server's resident memory (each worker,
+and granian's parent). The run ends with the issue's targets, each with what
+this run measured and whether it met it. Every measurement is also printed as
+one JSON line (starting with ``{``) for scripts. BENCH_QUICK=1 is a smoke run:
+1 s a route after 1 s of warm-up, 20 first deltas, and no two-worker part.
+Every process and temporary directory is removed at the end, on Ctrl-C or on
+a failure too.
 
 Numbers depend on the machine, and the load tool shares its cores with the
 servers; compare runs on one machine.
@@ -47,15 +61,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import secrets
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -95,6 +112,17 @@ HEALTH = Route("GET /health", "app", "/health")
 ME = Route("GET /auth/me", "app", "/auth/me", auth=True)
 LIST = Route("GET /chats?limit=20", "app", "/chats?limit=20", auth=True)
 CREATE = Route("POST /chats", "app", "/chats", "POST", auth=True, body='{"title":"bench"}')
+LOGIN = Route("POST /auth/login", "app", "/auth/login", "POST", body=json.dumps(ADMIN))
+
+# The issue's targets (shares of the floor in the same run, and the rest).
+SHARE_TARGETS = {HEALTH.name: 40.0, ME.name: 35.0, LIST.name: 25.0, CREATE.name: 25.0}
+LIST_P99_OVER_P50 = 3.0
+WORKER_MB_TARGET = 120.0
+FIRST_DELTA_TARGET_MS = 10.0
+LOGIN_TARGET_PCT = 90.0
+STORM_P99_FACTOR = 2.0
+STORM_CONNECTIONS = 8  # logins at once: enough to keep every hashing thread busy
+FIRST_DELTA_SENDS = 20 if QUICK else 200
 
 
 def free_port() -> int:
@@ -104,23 +132,24 @@ def free_port() -> int:
 
 
 def rss_mb(pid: int) -> float:
-    """The resident memory of a process and its children (granian's workers), in MB."""
-    total = 0
-    children = subprocess.run(  # noqa: S603
-        ["ps", "-o", "rss=", "--ppid", str(pid)],  # noqa: S607
+    """A process's resident memory, in MB (0 when it is gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+    return round(int(found[1]) / 1024, 1) if found else 0.0
+
+
+def children(pid: int) -> list[int]:
+    """The processes ``pid`` started (granian's workers)."""
+    listed = subprocess.run(  # noqa: S603
+        ["ps", "-o", "pid=", "--ppid", str(pid)],  # noqa: S607
         capture_output=True,
         text=True,
         check=False,
     ).stdout.split()
-    own = subprocess.run(  # noqa: S603
-        ["ps", "-o", "rss=", "-p", str(pid)],  # noqa: S607
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.split()
-    for value in children + own:
-        total += int(value)
-    return round(total / 1024, 1)
+    return [int(value) for value in listed]
 
 
 # --- the servers -----------------------------------------------------------------------------
@@ -282,12 +311,12 @@ def lua_string(text: str) -> str:
     return json.dumps(text)  # a valid Lua literal for ASCII text
 
 
-def run_wrk(
+def wrk_command(
     url: str, route: Route, token: str, seconds: int, connections: int, scratch: Path
-) -> dict[str, Any]:
+) -> list[str]:
     command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency"]
     if route.method != "GET" or route.body is not None:
-        script = scratch / "request.lua"
+        script = scratch / (re.sub(r"\W+", "-", route.name).strip("-") + ".lua")
         lines = [f"wrk.method = {lua_string(route.method)}"]
         if route.body is not None:
             lines += [
@@ -300,7 +329,10 @@ def run_wrk(
         command += ["-s", str(script)]
     elif route.auth:
         command += ["-H", f"Authorization: Bearer {token}"]
-    out = subprocess.run([*command, url], capture_output=True, text=True, check=False)  # noqa: S603
+    return [*command, url]
+
+
+def read_wrk(out: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     if out.returncode != 0:
         raise SystemExit(f"wrk failed ({out.returncode}):\n{out.stdout}{out.stderr}")
     return parse_wrk(out.stdout)
@@ -345,16 +377,19 @@ def parse_wrk(text: str) -> dict[str, Any]:
     }
 
 
-def run_loadgen(
+def loadgen_command(
     url: str, route: Route, token: str, seconds: int, connections: int
-) -> dict[str, Any]:
+) -> list[str]:
     command = [sys.executable, str(BENCH / "loadgen.py"), url, "--seconds", str(seconds)]
     command += ["--connections", str(connections), "--method", route.method]
     if route.body is not None:
         command += ["--body", route.body]
     if route.auth:
         command += ["-H", f"Authorization: Bearer {token}"]
-    out = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603
+    return command
+
+
+def read_loadgen(out: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     if out.returncode != 0:
         raise SystemExit(f"bench/loadgen.py failed ({out.returncode}):\n{out.stderr}")
     result: dict[str, Any] = json.loads(out.stdout)
@@ -369,6 +404,8 @@ class Bench:
         self.tool = tool()
         self.bases: dict[str, str] = {}
         self.results: list[dict[str, Any]] = []
+        self.worker_mb = 0.0
+        self.extra: dict[str, dict[str, Any]] = {}  # first delta, logins, the storm
 
     def login(self) -> str:
         """A fresh access token of the admin's (one a measurement: it outlives it)."""
@@ -387,11 +424,32 @@ class Bench:
         if not answer.is_success:
             raise SystemExit(f"{route.name} answered {answer.status_code}: {answer.text[:500]}")
 
-    def load(self, route: Route, token: str, seconds: int, connections: int) -> dict[str, Any]:
+    def command(self, route: Route, token: str, seconds: int, connections: int) -> list[str]:
         url = self.bases[route.server] + route.path
         if self.tool == "wrk":
-            return run_wrk(url, route, token, seconds, connections, self.scratch)
-        return run_loadgen(url, route, token, seconds, connections)
+            return wrk_command(url, route, token, seconds, connections, self.scratch)
+        return loadgen_command(url, route, token, seconds, connections)
+
+    def read(self, out: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+        return read_wrk(out) if self.tool == "wrk" else read_loadgen(out)
+
+    def load(self, route: Route, token: str, seconds: int, connections: int) -> dict[str, Any]:
+        command = self.command(route, token, seconds, connections)
+        return self.read(subprocess.run(command, capture_output=True, text=True, check=False))  # noqa: S603
+
+    def load_beside(
+        self, route: Route, token: str, seconds: int, connections: int, beside: Route
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``route`` loaded while ``beside`` is loaded too (with STORM_CONNECTIONS),
+        the second starting first and ending last."""
+        storm = self.command(beside, "", seconds + 2, STORM_CONNECTIONS)
+        with subprocess.Popen(  # noqa: S603
+            storm, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        ) as background:
+            time.sleep(1)
+            found = self.load(route, token, seconds, connections)
+            out, err = background.communicate(timeout=seconds + 60)
+        return found, self.read(subprocess.CompletedProcess(storm, background.returncode, out, err))
 
     def measure(self, config: str, workers: int, connections: int, route: Route) -> dict[str, Any]:
         token = self.login() if route.auth else ""
@@ -431,13 +489,16 @@ class Bench:
     def memory(self, servers: dict[str, Server], workers: int) -> list[str]:
         lines = []
         for name, server in servers.items():
-            mb = rss_mb(server.pid)
+            parent = rss_mb(server.pid)
+            each = [rss_mb(pid) for pid in children(server.pid)]
             record: dict[str, Any] = {"bench": "run", "memory": name, "workers": workers}
-            record["rss_mb"] = mb
-            line = f"{name}: {mb} MB resident (parent + {workers} worker{'s' * (workers > 1)})"
+            record |= {"parent_rss_mb": parent, "worker_rss_mb": each}
+            shown = ", ".join(f"{mb} MB" for mb in each)
+            line = f"{name}: worker{'s' * (len(each) > 1)} {shown}; parent {parent} MB"
             if name == "app":
                 record["app_log_mb"] = log_mb(self.scratch)
                 line += f"; {record['app_log_mb']} MB written to app.log so far (JSON lines)"
+                self.worker_mb = max([self.worker_mb, *each])
             print(json.dumps(record, separators=(",", ":")), flush=True)
             lines.append(line)
         return lines
@@ -492,6 +553,8 @@ def one_worker(bench: Bench, servers: dict[str, Server]) -> None:
     # Last, so that both lists above read the same 50 chats.
     bench.measure(narrow, 1, CONNECTIONS, CREATE)
     memory = bench.memory(servers, 1)
+    first_delta(bench)
+    logins(bench)
     table(bench, narrow)
     table(bench, wide)
     print_memory("after the one-worker runs", memory)
@@ -504,6 +567,171 @@ def two_workers(bench: Bench, servers: dict[str, Server]) -> None:
     memory = bench.memory(servers, 2)
     table(bench, config)
     print_memory("after the two-worker runs", memory)
+
+
+def first_delta(bench: Bench) -> None:
+    """From sending a question to its answer's first ``delta`` event, one send
+    at a time, with the offline model (which writes its first piece at once)."""
+    base, token = bench.bases["app"], bench.login()
+    headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
+    waits: list[float] = []
+    with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
+        for number in range(10 + FIRST_DELTA_SENDS):
+            if number % 20 == 0:  # a chat's history grows; a fresh one now and then
+                made = client.post("/chats", json={"title": "first delta"})
+                made.raise_for_status()
+                chat = made.json()["id"]
+            started = time.perf_counter()
+            first = None
+            question = {"content": "What should I see in Lisbon in one day?"}
+            with client.stream("POST", f"/chats/{chat}/messages", json=question) as answer:
+                answer.raise_for_status()
+                for line in answer.iter_lines():
+                    if first is None and line == "event: delta":
+                        first = time.perf_counter() - started
+            if first is None:
+                raise SystemExit("an answer sent no delta")
+            if number >= 10:  # warm-up
+                waits.append(first * 1000)
+    waits.sort()
+    result = {
+        "bench": "run",
+        "measure": "first delta",
+        "sends": len(waits),
+        "p50_ms": round(statistics.median(waits), 2),
+        "p90_ms": round(waits[int(0.9 * len(waits))], 2),
+    }
+    bench.extra["first delta"] = result
+    print(json.dumps(result, separators=(",", ":")), flush=True)
+
+
+def hashing_capacity(seconds: float) -> tuple[float, float]:
+    """(one verification alone, in ms; verifications a second with one per core
+    at once) with the server's Argon2 parameters, measured in this process."""
+    from adapters.passwords import Argon2PasswordHasher
+
+    hasher = Argon2PasswordHasher()._hasher
+    password = ADMIN["password"].encode()
+    stored = hasher.hash(password)
+    alone = []
+    for _ in range(5 if QUICK else 20):
+        started = time.perf_counter()
+        hasher.verify(stored, password)
+        alone.append(time.perf_counter() - started)
+    cores = os.cpu_count() or 1
+    done = [0] * cores
+    until = time.perf_counter() + seconds
+
+    def verify_until(slot: int) -> None:
+        while time.perf_counter() < until:
+            hasher.verify(stored, password)
+            done[slot] += 1
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=verify_until, args=(i,)) for i in range(cores)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return statistics.median(alone) * 1000, sum(done) / (time.perf_counter() - started)
+
+
+def logins(bench: Bench) -> None:
+    """The login rate against what the cores can hash, and the list's p99
+    during a storm of logins against its p99 without one."""
+    alone_ms, capacity = hashing_capacity(2 if QUICK else 5)
+    cores = os.cpu_count() or 1
+    bench.check(LOGIN, "")
+    bench.load(LOGIN, "", WARMUP_SECONDS, STORM_CONNECTIONS)
+    found = bench.load(LOGIN, "", SECONDS, STORM_CONNECTIONS)
+    rate = found["requests_per_second"]
+    result = {
+        "bench": "run",
+        "measure": "logins",
+        "connections": STORM_CONNECTIONS,
+        "requests_per_second": rate,
+        "p50_ms": found["p50_ms"],
+        "p99_ms": found["p99_ms"],
+        "errors": found["errors"],
+        "verify_alone_ms": round(alone_ms, 1),
+        "cores_over_one_verify": round(cores * 1000 / alone_ms, 1),
+        "hashing_capacity": round(capacity, 1),
+        "of_cores_over_one_verify_pct": round(100 * rate * alone_ms / (cores * 1000), 1),
+        "of_hashing_capacity_pct": round(100 * rate / capacity, 1),
+    }
+    bench.extra["logins"] = result
+    print(json.dumps(result, separators=(",", ":")), flush=True)
+
+    token = bench.login()
+    bench.load(LIST, token, WARMUP_SECONDS, CONNECTIONS)
+    idle = bench.load(LIST, token, SECONDS, CONNECTIONS)
+    during, storm = bench.load_beside(LIST, token, SECONDS, CONNECTIONS, LOGIN)
+    result = {
+        "bench": "run",
+        "measure": "login storm",
+        "route": LIST.name,
+        "idle_p99_ms": idle["p99_ms"],
+        "storm_p99_ms": during["p99_ms"],
+        "idle_requests_per_second": idle["requests_per_second"],
+        "storm_requests_per_second": during["requests_per_second"],
+        "logins_per_second": storm["requests_per_second"],
+        "errors": during["errors"] + storm["errors"],
+    }
+    bench.extra["login storm"] = result
+    print(json.dumps(result, separators=(",", ":")), flush=True)
+
+
+def verdict(met: bool) -> str:
+    return "met" if met else "NOT met"
+
+
+def targets(bench: Bench) -> None:
+    """Every target of the issue, with what this run measured."""
+    narrow = f"1 worker, c{CONNECTIONS}"
+    wide = f"1 worker, c{WIDE_CONNECTIONS}"
+    lines: list[tuple[str, str, bool]] = []
+    for route in (LIST, CREATE, ME, HEALTH):
+        found = bench.find(narrow, route)
+        if found is not None:
+            goal = SHARE_TARGETS[route.name]
+            share = found["floor_pct"]
+            lines.append((f"{route.name}: >= {goal:g}% of the floor", f"{share}%", share >= goal))
+    found = bench.find(narrow, LIST)
+    if found is not None:
+        ratio = found["p99_ms"] / found["p50_ms"] if found["p50_ms"] else math.inf
+        what = f"{LIST.name}: p99 <= {LIST_P99_OVER_P50:g} x p50"
+        lines.append((what, f"{ratio:.1f} x", ratio <= LIST_P99_OVER_P50))
+    found = bench.find(wide, LIST)
+    if found is not None:
+        share = found.get(f"c{CONNECTIONS}_pct", 0.0)
+        what = f"c{WIDE_CONNECTIONS}: no errors, >= {WIDE_TARGET_PCT}% of c{CONNECTIONS}"
+        shown = f"{share}%, {found['errors']} errors"
+        lines.append((what, shown, share >= WIDE_TARGET_PCT and found["errors"] == 0))
+    login = bench.extra.get("logins")
+    if login is not None:
+        what = f"logins: >= {LOGIN_TARGET_PCT:g}% of cores / one verification"
+        shown = (
+            f"{login['requests_per_second']}/s = {login['of_cores_over_one_verify_pct']}% of "
+            f"{login['cores_over_one_verify']}/s ({login['of_hashing_capacity_pct']}% of the "
+            f"{login['hashing_capacity']}/s the cores hash with one verification each at once)"
+        )
+        lines.append((what, shown, login["of_cores_over_one_verify_pct"] >= LOGIN_TARGET_PCT))
+    storm = bench.extra.get("login storm")
+    if storm is not None:
+        what = f"{LIST.name} p99 in a login storm <= {STORM_P99_FACTOR:g} x idle"
+        idle, during = storm["idle_p99_ms"], storm["storm_p99_ms"]
+        shown = f"{during} ms vs {idle} ms ({during / idle:.2f} x)"
+        lines.append((what, shown, during <= STORM_P99_FACTOR * idle))
+    if bench.worker_mb:
+        what = f"a worker's resident memory <= {WORKER_MB_TARGET:g} MB"
+        lines.append((what, f"{bench.worker_mb} MB", bench.worker_mb <= WORKER_MB_TARGET))
+    delta = bench.extra.get("first delta")
+    if delta is not None:
+        what = f"request to first delta: p50 <= {FIRST_DELTA_TARGET_MS:g} ms"
+        lines.append((what, f"{delta['p50_ms']} ms", delta["p50_ms"] <= FIRST_DELTA_TARGET_MS))
+    print("\ntargets (search and statistics: make bench-scale)")
+    for what, shown, met in lines:
+        print(f"  {verdict(met):<8} {what}: {shown}")
 
 
 def create_chats(base: str, token: str) -> None:
@@ -543,6 +771,7 @@ def main() -> None:
                     one_worker(bench, {"floor": floor, "app": app})
                 else:
                     two_workers(bench, {"floor": floor, "app": app})
+        targets(bench)
 
 
 if __name__ == "__main__":
