@@ -71,6 +71,7 @@ from gemini_core.codes import CodeRules, OneTimeCodes
 from gemini_core.files import UploadRules, UploadService
 from gemini_core.health import HealthService
 from gemini_core.housekeeping import Housekeeping, HousekeepingRules
+from gemini_core.links import FileLinks
 from gemini_core.llm import LlmClient
 from gemini_core.ports import (
     AnswerOwner,
@@ -544,6 +545,11 @@ def _assemble(
             rules=config.uploads,
             telemetry=telemetry,
             cache=cache,
+            # Signed links get their own key too, so one never checks the other.
+            links=FileLinks(
+                key=hmac.new(config.secret_key.encode(), b"file links", hashlib.sha256).digest()
+            ),
+            clock=clock,
         ),
         admin=AdminService(
             users=repos.users, sessions=repos.sessions, stats=repos.stats, clock=clock

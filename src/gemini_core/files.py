@@ -34,8 +34,9 @@ from gemini_core.errors import (
     UnsupportedMediaTypeError,
 )
 from gemini_core.images import MAX_PIXELS, MAX_SIDE, SNIFF_BYTES, ImageInfo, sniff_image
+from gemini_core.links import FileLinks, SignedLink
 from gemini_core.pagination import check_page_size, decode_id_cursor, encode_id_cursor, fetch_page
-from gemini_core.ports import Cache, FileUploadRepository
+from gemini_core.ports import Cache, Clock, FileUploadRepository
 from gemini_core.storage import FileStorage
 from gemini_core.telemetry import FileUploaded, Telemetry
 
@@ -173,12 +174,17 @@ class UploadService:
         rules: UploadRules,
         telemetry: Telemetry,
         cache: Cache | None = None,
+        links: FileLinks | None = None,
+        clock: Clock | None = None,
     ) -> None:
+        """With ``links`` and a ``clock``, files also get signed links (``link``)."""
         self._files = files
         self._storage = storage
         self._rules = rules
         self._telemetry = telemetry
         self._cache = cache
+        self._links = links if clock is not None else None
+        self._clock = clock
 
     async def upload_file(
         self, owner: User, chunks: AsyncIterable[bytes], *, original_name: str | None
@@ -267,39 +273,71 @@ class UploadService:
         for anyone else, so names do not leak."""
         if not _STORED_NAME.fullmatch(filename):
             raise NotFoundError(NO_SUCH_FILE)
-        upload, from_cache = await self._record(filename)
+        upload, from_cache = await self._record(f"upload:{filename}", filename=filename)
         if upload is None or (upload.user_id != viewer.id and not viewer.is_admin):
             raise NotFoundError(NO_SUCH_FILE)
+        return await self._open(upload, from_cache)
+
+    def link(self, file_id: int, owner_id: int) -> SignedLink | None:
+        """A link that serves the file without a token until it expires (None:
+        this service makes no links)."""
+        if self._links is None or self._clock is None:
+            return None
+        return self._links.link(file_id, owner_id, self._clock.now())
+
+    async def open_linked(
+        self, file_id: int, owner_id: int, expires: int, signature: str
+    ) -> OpenedFile:
+        """The file a signed link names. ``PermissionDeniedError`` for a link
+        this server did not sign, or one that has expired (both before anything
+        is looked up); ``NotFoundError`` once the file is deleted."""
+        if self._links is None or self._clock is None:
+            raise NotFoundError(NO_SUCH_FILE)
+        self._links.check(file_id, owner_id, expires, signature, self._clock.now())
+        upload, from_cache = await self._record(f"upload-id:{file_id}", file=(owner_id, file_id))
+        if upload is None:
+            raise NotFoundError(NO_SUCH_FILE)
+        return await self._open(upload, from_cache)
+
+    async def _open(self, upload: FileUpload, from_cache: bool) -> OpenedFile:
         try:
             chunks = await self._storage.open(upload.filename)
         except NotFoundError:
             if from_cache:
                 # Deleted since it was cached (say, by another process whose
                 # cache this is not): a stale entry, not lost bytes.
-                await self._forget_record(filename)
-                if await self._files.get_by_filename(filename) is None:
+                await self._forget_record(upload)
+                if await self._files.get_by_filename(upload.filename) is None:
                     raise
             log.error("file %s is recorded but its bytes are missing", upload.filename)
             raise
         return OpenedFile(upload=upload, chunks=chunks)
 
-    async def _record(self, filename: str) -> tuple[FileUpload | None, bool]:
-        """The record behind a stored name, and whether it came from the cache.
+    async def _record(
+        self, key: str, *, filename: str | None = None, file: tuple[int, int] | None = None
+    ) -> tuple[FileUpload | None, bool]:
+        """The record behind a stored name or an (owner, id), and whether it
+        came from the cache.
 
         A chat shows the same images again and again, and a record never
         changes once written (only its deletion matters, and then the bytes are
         gone too), so it is cached briefly.
         """
-        key = f"upload:{filename}"
         cached = await self._cache_get(key)
         if cached is not None:
-            return _decode_record(cached), True
-        upload = await self._files.get_by_filename(filename)
+            found = _decode_record(cached)
+            return (None if file is not None and found.user_id != file[0] else found), True
+        upload: FileUpload | None
+        if filename is not None:
+            upload = await self._files.get_by_filename(filename)
+        else:
+            assert file is not None
+            upload = await self._files.get(*file)
         if upload is not None and self._cache is not None:
             try:
                 await self._cache.set(key, _encode_record(upload), ttl_seconds=RECORD_TTL_SECONDS)
             except GeminiError:
-                log.warning("could not cache the record of %s", filename)
+                log.warning("could not cache the record of %s", upload.filename)
         return upload, False
 
     async def _cache_get(self, key: str) -> bytes | None:
@@ -310,20 +348,21 @@ class UploadService:
         except GeminiError:  # a cache that is down is only slower
             return None
 
-    async def _forget_record(self, filename: str) -> None:
+    async def _forget_record(self, upload: FileUpload) -> None:
         if self._cache is None:
             return
         try:
-            await self._cache.delete(f"upload:{filename}")
+            await self._cache.delete(f"upload:{upload.filename}")
+            await self._cache.delete(f"upload-id:{upload.id}")
         except GeminiError:
-            log.warning("could not drop the cached record of %s", filename)
+            log.warning("could not drop the cached record of %s", upload.filename)
 
     async def delete_file(self, owner: User, file_id: int) -> None:
         """Forget the owner's file and remove its bytes."""
         upload = await self._files.delete(owner.id, file_id)
         if upload is None:
             raise NotFoundError(NO_SUCH_FILE)
-        await self._forget_record(upload.filename)
+        await self._forget_record(upload)
         try:
             await self._storage.delete(upload.filename)
         except GeminiError:

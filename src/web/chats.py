@@ -50,7 +50,7 @@ from gemini_core.chats import (
     AnswerStopped,
     Exchange,
 )
-from gemini_core.entities import ChatChanges
+from gemini_core.entities import ChatChanges, Message
 from gemini_core.errors import (
     AnswerInProgressError,
     InvalidInputError,
@@ -60,10 +60,12 @@ from gemini_core.errors import (
     UpstreamQuotaError,
     UpstreamTimeoutError,
 )
+from gemini_core.files import UploadService
 from gemini_core.validation import NO_NUL_PATTERN, NOT_BLANK_PATTERN
 from web.container import Container
 from web.contract import documents
 from web.events import EVENT_STREAM, EventStream, sse_event, wants_events
+from web.files import signed_link
 from web.principal import provide_principal
 from web.problems import Problem, problem_for
 from web.schemas import PageSize, stated, to_wire
@@ -90,6 +92,9 @@ class MessageOut(msgspec.Struct):
     role: Literal["user", "assistant"]
     content: str
     file_ids: list[int]
+    file_urls: list[str]
+    """A signed link to each of `file_ids`, in order: for an `<img src>`, which
+    sends no token (see `signed_url` of an upload)."""
     status: Literal["complete", "failed", "stopped", "streaming"]
     model: str | None
     prompt_tokens: int | None
@@ -227,8 +232,14 @@ RESUME_EVENTS = {
 }
 
 
+def message_out(message: Message, files: UploadService) -> MessageOut:
+    """The message as sent, with a signed link to each of its images."""
+    urls = [signed_link(files, file_id, message.user_id).path for file_id in message.file_ids]
+    return to_wire(MessageOut, message, file_urls=urls)
+
+
 async def answer_events(
-    message_id: int, events: AsyncIterator[AnswerEvent]
+    message_id: int, events: AsyncIterator[AnswerEvent], files: UploadService
 ) -> AsyncGenerator[bytes, None]:
     """An answer's deltas, each with the ``id:`` to resume after it, then its end."""
     async with aclosing(events) as answer:  # type: ignore[type-var]
@@ -238,22 +249,22 @@ async def answer_events(
                     "delta", DeltaOut(text=event.text), event_id=f"{message_id}:{event.offset}"
                 )
             elif isinstance(event, AnswerDone):
-                yield sse_event("done", to_wire(MessageOut, event.message))
+                yield sse_event("done", message_out(event.message, files))
             elif isinstance(event, AnswerStopped):
-                yield sse_event("stopped", to_wire(MessageOut, event.message))
+                yield sse_event("stopped", message_out(event.message, files))
             else:
                 yield sse_event("error", problem_for(event.error))
 
 
 async def exchange_events(
-    exchange: Exchange, *, with_question: bool = True
+    exchange: Exchange, files: UploadService, *, with_question: bool = True
 ) -> AsyncGenerator[bytes, None]:
     """The stream of a send (or, without ``user_message``, of a regenerate: the
     question is old). Closing it leaves the answer running."""
     if with_question:
-        yield sse_event("user_message", to_wire(MessageOut, exchange.user_message))
-    yield sse_event("assistant_message", to_wire(MessageOut, exchange.answer))
-    async with aclosing(answer_events(exchange.answer.id, exchange.events)) as events:
+        yield sse_event("user_message", message_out(exchange.user_message, files))
+    yield sse_event("assistant_message", message_out(exchange.answer, files))
+    async with aclosing(answer_events(exchange.answer.id, exchange.events, files)) as events:
         async for event in events:
             yield event
 
@@ -369,7 +380,11 @@ class ChatsController(Controller):
     ) -> ChatWithMessagesOut:
         """The chat with its newest 100 messages, oldest first."""
         chat, messages = await container.chats.get_chat(principal.user.id, chat_id)
-        return to_wire(ChatWithMessagesOut, chat, messages=messages)
+        return to_wire(
+            ChatWithMessagesOut,
+            chat,
+            messages=[message_out(m, container.files) for m in messages],
+        )
 
     @patch("/{chat_id:int}", operation_id="updateChat")
     async def update_chat(
@@ -407,7 +422,10 @@ class ChatsController(Controller):
         page = await container.chats.list_messages(
             principal.user.id, chat_id, limit=limit, before=before
         )
-        return to_wire(MessagePageOut, page)
+        return MessagePageOut(
+            items=[message_out(m, container.files) for m in page.items],
+            next_cursor=page.next_cursor,
+        )
 
     @post(
         "/{chat_id:int}/messages",
@@ -444,12 +462,12 @@ class ChatsController(Controller):
             model=None if isinstance(data.model, msgspec.UnsetType) else data.model,
         )
         if wants_events(request):
-            return EventStream(exchange_events(exchange))
+            return EventStream(exchange_events(exchange, container.files))
         answer = await exchange.complete()
         return Response(
             ExchangeOut(
-                user_message=to_wire(MessageOut, exchange.user_message),
-                assistant_message=to_wire(MessageOut, answer),
+                user_message=message_out(exchange.user_message, container.files),
+                assistant_message=message_out(answer, container.files),
             ),
             status_code=HTTP_201_CREATED,
         )
@@ -476,10 +494,11 @@ class ChatsController(Controller):
             principal.user.id, chat_id, message_id, model=model
         )
         if wants_events(request):
-            return EventStream(exchange_events(exchange, with_question=False))
+            return EventStream(exchange_events(exchange, container.files, with_question=False))
         answer = await exchange.complete()
         return Response(
-            AnswerOut(assistant_message=to_wire(MessageOut, answer)), status_code=HTTP_201_CREATED
+            AnswerOut(assistant_message=message_out(answer, container.files)),
+            status_code=HTTP_201_CREATED,
         )
 
     @get(
@@ -527,9 +546,9 @@ class ChatsController(Controller):
             principal.user.id, chat_id, message_id, offset=start
         )
         if wants_events(request):
-            return EventStream(answer_events(message.id, events))
+            return EventStream(answer_events(message.id, events, container.files))
         await events.aclose()  # type: ignore[attr-defined]
-        return Response(to_wire(MessageOut, message), status_code=HTTP_200_OK)
+        return Response(message_out(message, container.files), status_code=HTTP_200_OK)
 
     @post("/{chat_id:int}/stop", status_code=HTTP_200_OK, operation_id="stopAnswers")
     async def stop(
@@ -556,7 +575,11 @@ class ChatsController(Controller):
         chat, messages = await container.chats.select_branch(
             principal.user.id, chat_id, data.message_id
         )
-        return to_wire(ChatWithMessagesOut, chat, messages=messages)
+        return to_wire(
+            ChatWithMessagesOut,
+            chat,
+            messages=[message_out(m, container.files) for m in messages],
+        )
 
 
 class SearchController(Controller):
@@ -581,5 +604,13 @@ class SearchController(Controller):
         in `snippet` the matched words are wrapped in `**`."""
         hits = await container.chats.search_messages(principal.user.id, q, limit=limit)
         return SearchOut(
-            items=[to_wire(SearchHitOut, hit, chat_id=hit.message.chat_id) for hit in hits]
+            items=[
+                to_wire(
+                    SearchHitOut,
+                    hit,
+                    chat_id=hit.message.chat_id,
+                    message=message_out(hit.message, container.files),
+                )
+                for hit in hits
+            ]
         )

@@ -10,6 +10,7 @@ every read and the response carries our headers (``nosniff``, the
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -23,8 +24,15 @@ from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from gemini_core.accounts import Principal
 from gemini_core.entities import FileUpload
-from gemini_core.errors import InvalidInputError, PayloadTooLargeError, UnsupportedMediaTypeError
-from gemini_core.files import DEFAULT_PAGE_SIZE
+from gemini_core.errors import (
+    InvalidInputError,
+    NotFoundError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+    UnsupportedMediaTypeError,
+)
+from gemini_core.files import DEFAULT_PAGE_SIZE, UploadService
+from gemini_core.links import MAX_SIGNATURE_LENGTH, SignedLink
 from web.container import Container
 from web.contract import documents
 from web.multipart import form_file
@@ -37,14 +45,35 @@ class FileOut(msgspec.Struct):
     filename: str
     original_filename: str
     url: str
+    """Where the bytes are served to a request with the owner's Bearer token."""
     file_size: int
     content_type: str
     created_at: datetime
+    signed_url: str
+    """Where the bytes are served without a token until `signed_url_expires_at`:
+    for an `<img src>`, which sends no `Authorization` header."""
+    signed_url_expires_at: datetime
 
     @classmethod
-    def of(cls, upload: FileUpload) -> FileOut:
-        """``url`` is where ``download`` serves the bytes."""
-        return to_wire(cls, upload, url=f"/uploads/{upload.filename}")
+    def of(cls, upload: FileUpload, files: UploadService) -> FileOut:
+        """``url`` is where ``download`` serves the bytes, ``signed_url`` where
+        ``download_linked`` does."""
+        link = signed_link(files, upload.id, upload.user_id)
+        return to_wire(
+            cls,
+            upload,
+            url=f"/uploads/{upload.filename}",
+            signed_url=link.path,
+            signed_url_expires_at=link.expires_at,
+        )
+
+
+def signed_link(files: UploadService, file_id: int, owner_id: int) -> SignedLink:
+    """A link ``download_linked`` serves (every service the app builds makes them)."""
+    link = files.link(file_id, owner_id)
+    if link is None:
+        raise RuntimeError("the upload service was built without signed links")
+    return link
 
 
 class FilesPageOut(msgspec.Struct):
@@ -60,6 +89,8 @@ def inline_disposition(name: str) -> str:
         return f'inline; filename="{name}"'
     return f"inline; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 
+
+_BIGINT = 2**63 - 1  # ids and times in a link fit PostgreSQL's bigint
 
 # What an upload may be, judged by its bytes: the types a download is served as.
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
@@ -103,7 +134,7 @@ class FilesController(Controller):
             upload = await container.files.upload_file(
                 principal.user, part.chunks, original_name=part.filename
             )
-        return FileOut.of(upload)
+        return FileOut.of(upload, container.files)
 
     @get("/uploads/{filename:str}", operation_id="getUpload", opt=documents(binary=IMAGE_TYPES))
     async def download(
@@ -126,6 +157,37 @@ class FilesController(Controller):
             },
         )
 
+    @get(
+        "/files/{file_id:int}/content",
+        operation_id="getFileByLink",
+        opt=documents(binary=IMAGE_TYPES, raises=[PermissionDeniedError, NotFoundError]),
+    )
+    async def download_linked(
+        self,
+        file_id: FromPath[int],
+        owner: Annotated[int, QueryParameter(ge=1, le=_BIGINT)],
+        expires: Annotated[int, QueryParameter(ge=0, le=_BIGINT)],
+        signature: Annotated[str, QueryParameter(max_length=MAX_SIGNATURE_LENGTH)],
+        container: NamedDependency[Container],
+    ) -> Stream:
+        """The image's bytes, by a file's `signed_url`, with no token: 403 for a
+        link this server did not sign or one that has expired, 404 once the file
+        is deleted."""
+        opened = await container.files.open_linked(file_id, owner, expires, signature)
+        upload = opened.upload
+        # The browser may keep it as long as the link lives (a minute at least).
+        fresh = max(60, expires - int(time.time()))
+        return Stream(
+            opened.chunks,
+            media_type=upload.content_type,
+            headers={
+                "Content-Length": str(upload.file_size),
+                "Content-Disposition": inline_disposition(upload.download_name),
+                "X-Content-Type-Options": "nosniff",
+                "Cache-Control": f"private, max-age={fresh}",
+            },
+        )
+
     @get("/files", operation_id="listFiles")
     async def list_files(
         self,
@@ -137,7 +199,8 @@ class FilesController(Controller):
         """The caller's files, newest first; pass `next_cursor` back as `cursor`."""
         page = await container.files.list_files(principal.user, limit=limit, cursor=cursor)
         return FilesPageOut(
-            items=[FileOut.of(upload) for upload in page.items], next_cursor=page.next_cursor
+            items=[FileOut.of(upload, container.files) for upload in page.items],
+            next_cursor=page.next_cursor,
         )
 
     @delete("/files/{file_id:int}", status_code=HTTP_204_NO_CONTENT, operation_id="deleteFile")

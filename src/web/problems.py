@@ -201,6 +201,10 @@ def _field_error(item: dict[str, Any]) -> FieldError:
     return FieldError(field=path or "body", message=message)
 
 
+# How Litestar says a required query parameter, header or cookie is missing.
+_MISSING_PARAMETER = re.compile(r"Missing required (\w+) parameter '([^']*)'")
+
+
 def _field_errors(extra: Any) -> list[FieldError]:
     items = extra if isinstance(extra, list) else []
     return [_field_error(item) for item in items if isinstance(item, dict)]
@@ -215,6 +219,11 @@ def handle_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Re
         )
     if isinstance(exc, ValidationException):
         errors = _field_errors(exc.extra)
+        missing = _MISSING_PARAMETER.match(exc.detail or "")
+        if not errors and missing:
+            errors = [
+                FieldError(field=missing[2], message=f"This {missing[1]} parameter is required.")
+            ]
         return problem_response(
             request,
             HTTP_422_UNPROCESSABLE_ENTITY,

@@ -380,7 +380,16 @@ async def test_attached_images_reach_the_model_and_only_the_callers(api: Api) ->
     chat = await api.new_chat(ann)
     sent = await api.send(ann, chat["id"], "What is this?", file_ids=[file_id])
     assert sent.status_code == 201, sent.text
-    assert sent.json()["user_message"]["file_ids"] == [file_id]
+    question = sent.json()["user_message"]
+    assert question["file_ids"] == [file_id]
+    # A link to each image that serves it without a token, as an <img src> asks.
+    assert question["file_urls"] == [uploaded.json()["signed_url"]]
+    shown = await api.client.get(question["file_urls"][0])
+    assert (shown.status_code, shown.content) == (200, picture)
+    listed = await api.messages(ann, chat["id"])
+    assert [m["file_urls"] for m in listed] == [question["file_urls"], []]
+    page = await api.client.get(f"/chats/{chat['id']}/messages", headers=ann)
+    assert [m["file_urls"] for m in page.json()["items"]] == [question["file_urls"], []]
     parts = api.model.requests[-1].body["contents"][-1]["parts"]
     assert parts[0] == {"text": "What is this?"}
     inline = parts[1]["inlineData"]

@@ -8,8 +8,10 @@ import signal
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -315,6 +317,58 @@ async def test_delete_removes_the_record_and_the_bytes(files: Files) -> None:
     assert_problem(await files.delete(f"/files/{gone['id']}", ann), 404)
 
 
+# --- signed links (for <img src>, which sends no token) ------------------------
+
+
+async def test_a_signed_link_serves_the_image_without_a_token(files: Files) -> None:
+    ann = await files.sign_up("ann")
+    body = await files.uploaded(ann, png(3, 3), name="holiday.png")
+    assert body["signed_url"].startswith(f"/files/{body['id']}/content?")
+    expires_at = datetime.fromisoformat(body["signed_url_expires_at"])
+    assert timedelta(hours=1) <= expires_at - datetime.now(UTC) <= timedelta(hours=1, minutes=11)
+
+    served = await files.get(body["signed_url"], None)
+    assert served.status_code == 200
+    assert served.content == png(3, 3)
+    assert served.headers["content-type"] == "image/png"
+    assert served.headers["x-content-type-options"] == "nosniff"
+    assert served.headers["content-disposition"] == 'inline; filename="holiday.png"'
+    cache = served.headers["cache-control"]
+    assert cache.startswith("private, max-age=")
+    assert 3600 <= int(cache.removeprefix("private, max-age=")) <= 3600 + 660
+    # Listed files carry the same link.
+    assert (await files.listed(ann))["items"][0]["signed_url"] == body["signed_url"]
+
+
+async def test_a_bent_link_is_403_and_a_deleted_files_link_404(files: Files) -> None:
+    ann, bob = await files.sign_up("ann"), await files.sign_up("bob")
+    mine = await files.uploaded(ann, png(), name="mine.png")
+    theirs = await files.uploaded(bob, png(2, 2), name="theirs.png")
+    route, _, query = mine["signed_url"].partition("?")
+    fields = dict(part.split("=", 1) for part in query.split("&"))
+
+    def bent(**changes: object) -> str:
+        return route + "?" + urlencode(fields | {k: str(v) for k, v in changes.items()})
+
+    for path in [
+        f"/files/{theirs['id']}/content?{query}",  # another file, this signature
+        bent(owner=int(fields["owner"]) + 1),
+        bent(expires=int(fields["expires"]) + 600),
+        bent(signature="A" * 43),
+        bent(expires=1),  # long expired, and not signed for that either
+    ]:
+        assert_problem(await files.get(path, None), 403)
+        assert_problem(await files.get(path, bob), 403)  # a token does not help
+    # Malformed or missing parts of the query.
+    for path in [route, bent(owner="x"), bent(expires=-1), bent(signature="s" * 65)]:
+        refused = await files.get(path, None)
+        assert_problem(refused, 422)
+        assert refused.json()["errors"][0]["field"] in {"owner", "expires", "signature"}
+
+    assert (await files.delete(f"/files/{mine['id']}", ann)).status_code == 204
+    assert_problem(await files.get(mine["signed_url"], None), 404)
+
+
 # --- listing -------------------------------------------------------------------
 
 
@@ -333,6 +387,8 @@ async def test_files_are_listed_newest_first_with_a_cursor(files: Files) -> None
         "file_size",
         "content_type",
         "created_at",
+        "signed_url",
+        "signed_url_expires_at",
     }
     assert first["items"][0]["created_at"].endswith("Z")
     second = await files.listed(ann, f"?limit=2&cursor={first['next_cursor']}")

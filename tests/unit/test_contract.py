@@ -20,7 +20,7 @@ from web.settings import load_settings
 
 PROBLEM_JSON = "application/problem+json"
 PUBLIC = {"/health", "/health/database", "/metrics", "/auth/send-otp", "/auth/register"}
-PUBLIC |= {"/auth/login", "/auth/refresh", "/auth/reset-password"}
+PUBLIC |= {"/auth/login", "/auth/refresh", "/auth/reset-password", "/files/{file_id}/content"}
 
 
 @pytest.fixture(scope="module")

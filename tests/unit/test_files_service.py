@@ -8,18 +8,20 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 import obstore
 import pytest
 from obstore.store import MemoryStore
 
-from adapters.memory import FakeClock, InMemoryRepositories, RecordingTelemetry
+from adapters.memory import FakeClock, InMemoryCache, InMemoryRepositories, RecordingTelemetry
 from adapters.storage import ObjectFileStorage
 from gemini_core.entities import FileUpload, NewFileUpload, NewUser, User
 from gemini_core.errors import (
     InvalidInputError,
     NotFoundError,
     PayloadTooLargeError,
+    PermissionDeniedError,
     UnavailableError,
     UnsupportedMediaTypeError,
 )
@@ -30,6 +32,7 @@ from gemini_core.files import (
     UploadService,
     clean_filename,
 )
+from gemini_core.links import FileLinks
 from tests.images import HTML, IMAGES, PDF, SVG, TEXT, gif, jpeg, png
 
 LIMIT = 64 * 1024
@@ -538,3 +541,94 @@ async def test_bytes_missing_behind_a_live_record_are_still_reported(
     assert [r.getMessage() for r in caplog.records] == [
         f"file {stored.filename} is recorded but its bytes are missing"
     ]
+
+
+# --- signed links ----------------------------------------------------------------
+
+
+def linked_service(
+    world: World, clock: FakeClock, cache: InMemoryCache | None = None
+) -> UploadService:
+    return UploadService(
+        telemetry=RecordingTelemetry(),
+        files=world.repos.files,
+        storage=ObjectFileStorage(lambda: world.store),
+        rules=UploadRules(max_size=LIMIT, quota_bytes=10 * LIMIT),
+        cache=cache,
+        links=FileLinks(key=b"k" * 32, ttl_seconds=3600, step_seconds=600),
+        clock=clock,
+    )
+
+
+def link_parts(path: str) -> tuple[int, int, int, str]:
+    route, _, query = path.partition("?")
+    fields = dict(part.split("=", 1) for part in query.split("&"))
+    file_id = int(route.removeprefix("/files/").removesuffix("/content"))
+    return file_id, int(fields["owner"]), int(fields["expires"]), fields["signature"]
+
+
+async def read_linked(service: UploadService, path: str) -> bytes:
+    opened = await service.open_linked(*link_parts(path))
+    return b"".join([chunk async for chunk in opened.chunks])
+
+
+async def test_a_signed_link_serves_the_file_until_it_expires(world: World) -> None:
+    clock = FakeClock(datetime(2026, 12, 1, 12, 5, 30, tzinfo=UTC))
+    service = linked_service(world, clock)
+    data = png(4, 4)
+    stored = await service.upload_file(world.ann, Feed(data), original_name="a.png")
+    link = service.link(stored.id, stored.user_id)
+    assert link is not None
+    # At least an hour, rounded up to ten minutes: the same link for ten minutes.
+    assert link.expires_at == datetime(2026, 12, 1, 13, 10, tzinfo=UTC)
+    clock.advance(minutes=4)
+    assert service.link(stored.id, stored.user_id) == link
+    assert await read_linked(service, link.path) == data
+    clock.advance(minutes=60, seconds=29)  # 13:09:59
+    assert await read_linked(service, link.path) == data
+    clock.advance(seconds=1)
+    with pytest.raises(PermissionDeniedError, match="expired"):
+        await read_linked(service, link.path)
+
+
+async def test_a_link_cannot_be_bent_to_another_file_owner_or_time(world: World) -> None:
+    clock = FakeClock(datetime(2026, 12, 1, 12, 0, tzinfo=UTC))
+    service = linked_service(world, clock)
+    mine = await service.upload_file(world.ann, Feed(png()), original_name="a.png")
+    theirs = await service.upload_file(world.bob, Feed(png(5, 5)), original_name="b.png")
+    link = service.link(mine.id, mine.user_id)
+    assert link is not None
+    file_id, owner, expires, signature = link_parts(link.path)
+    for bent in [
+        (theirs.id, owner, expires, signature),
+        (file_id, world.bob.id, expires, signature),
+        (file_id, owner, expires + 600, signature),
+        (file_id, owner, expires, signature[:-1] + ("A" if signature[-1] != "A" else "B")),
+        (file_id, owner, expires, ""),
+        (file_id, owner, expires, "é" * 10),
+    ]:
+        with pytest.raises(PermissionDeniedError, match="not valid"):
+            await service.open_linked(*bent)
+    # Another server's key: not valid here either.
+    elsewhere = FileLinks(key=b"x" * 32).link(mine.id, mine.user_id, clock.now())
+    with pytest.raises(PermissionDeniedError, match="not valid"):
+        await read_linked(service, elsewhere.path)
+
+
+async def test_a_link_to_a_deleted_file_is_404_even_from_the_cache(world: World) -> None:
+    clock = FakeClock(datetime(2026, 12, 1, 12, 0, tzinfo=UTC))
+    service = linked_service(world, clock, cache=InMemoryCache(clock=clock))
+    stored = await service.upload_file(world.ann, Feed(png()), original_name="a.png")
+    link = service.link(stored.id, stored.user_id)
+    assert link is not None
+    assert await read_linked(service, link.path)  # and its record is now cached
+    await service.delete_file(world.ann, stored.id)
+    with pytest.raises(NotFoundError):
+        await read_linked(service, link.path)
+
+
+async def test_a_service_without_links_makes_none_and_serves_none(world: World) -> None:
+    stored = await upload(world, png())
+    assert world.service.link(stored.id, stored.user_id) is None
+    with pytest.raises(NotFoundError):
+        await world.service.open_linked(stored.id, stored.user_id, 2**40, "x")
