@@ -29,6 +29,7 @@ from web.json_body import JsonBodyRequest
 from web.logs import configure_logging, flush_logs
 from web.metrics import Metrics
 from web.models import ModelsController
+from web.page import page_router
 from web.principal import signed_in_first
 from web.problems import EXCEPTION_HANDLERS
 from web.settings import Settings, load_settings
@@ -86,6 +87,7 @@ def create_app(container: Container | None = None, *, settings: Settings | None 
             SearchController,
             ModelsController,
             UsageController,
+            page_router(),
             *([docs_router()] if docs else []),
         ],
         lifespan=[lifespan, *edge.lifespans(slot, recorder)],

@@ -83,6 +83,17 @@ DOCS_CSP = (
 )
 DOCS_PAGES = frozenset({"/docs", "/redoc"})
 DOCS_ASSETS = "/docs/assets/"
+# The chat page (web.page): its own scripts and styles only, never inline and
+# no eval; images from this origin (the signed links) and blob: (a picked
+# image, shown before it is sent); calls to the API on this origin. All else
+# is refused, so a model's answer that slipped past the sanitiser still could
+# not run a script or send anything anywhere.
+PAGE_CSP = (
+    b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; "
+    b"connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
+PAGE = "/"
+PAGE_ASSETS = "/app/"
 UNMATCHED = "unmatched"
 
 
@@ -108,6 +119,7 @@ class RequestContextMiddleware:
         if production:
             security.append((b"strict-transport-security", HSTS))
         self._docs_headers = (*security, (b"content-security-policy", DOCS_CSP))
+        self._page_headers = (*security, (b"content-security-policy", PAGE_CSP))
         self._api_headers = (*security, (b"content-security-policy", STRICT_CSP))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -135,8 +147,12 @@ class RequestContextMiddleware:
                 scope["client"] = client = (address, 0)
 
         path = scope["path"]
-        docs = path in DOCS_PAGES or path.startswith(DOCS_ASSETS)
-        security = self._docs_headers if docs else self._api_headers
+        if path == PAGE or path.startswith(PAGE_ASSETS):
+            security = self._page_headers
+        elif path in DOCS_PAGES or path.startswith(DOCS_ASSETS):
+            security = self._docs_headers
+        else:
+            security = self._api_headers
         ours = (
             (b"x-request-id", request_id.encode("ascii")),
             *security,

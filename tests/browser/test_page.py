@@ -1,0 +1,153 @@
+"""A person at the chat page: signing up, chatting with answers streaming in,
+stopping one, and nothing a model writes ever running as a script."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import expect
+
+from tests.contract.live import PASSWORD, LiveServer
+
+pytestmark = pytest.mark.postgres
+TIMEOUT_MS = 20_000
+
+
+def sign_in(page: Any, server: LiveServer, username: str) -> None:
+    account = server.sign_up(username)
+    page.goto(server.base_url + "/")
+    page.get_by_label("Email").fill(account.email)
+    page.get_by_label("Password").fill(account.password)
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    page.get_by_label("Message").wait_for(timeout=TIMEOUT_MS)
+
+
+def ask(page: Any, question: str) -> Any:
+    """Sends ``question`` with Enter; the answer's element, once it is complete."""
+    answers = page.locator(".message.assistant")
+    before = answers.count()
+    page.get_by_label("Message").fill(question)
+    page.get_by_label("Message").press("Enter")
+    answer = answers.nth(before)
+    answer.and_(page.locator("[data-status=complete]")).wait_for(timeout=TIMEOUT_MS)
+    return answer
+
+
+def test_a_newcomer_signs_up_and_chats(page: Any, live_server: LiveServer) -> None:
+    page.goto(live_server.base_url + "/")
+    page.get_by_role("tab", name="Create account").click()
+    page.get_by_label("Email").fill("newcomer@example.com")
+    page.get_by_role("button", name="Send me a code").click()
+    code = live_server.smtp.wait_for_code("newcomer@example.com", timeout=TIMEOUT_MS / 1000)
+    page.get_by_label("Code").fill(code)
+    page.get_by_label("Username").fill("newcomer")
+    page.get_by_label("Password (8 characters or more)").fill(PASSWORD)
+    page.get_by_role("button", name="Create account", exact=True).click()
+
+    answer = ask(page, "Hello, **bold** world")
+    # The question as typed; the answer's markdown as HTML.
+    question = page.locator(".message.user").last
+    assert question.inner_text() == "Hello, **bold** world"
+    assert answer.locator("strong").inner_text() == "bold"
+    assert "offline echo model" in answer.inner_text()
+    # The new chat is listed under the title its first message gave it.
+    expect(page.locator(".chats li").first).to_contain_text("Hello", timeout=TIMEOUT_MS)
+
+    page.reload()  # still signed in: the refresh token was kept
+    page.get_by_role("button", name=re.compile("Hello")).click()
+    page.locator(".message.assistant strong").wait_for(timeout=TIMEOUT_MS)
+    assert page.locator(".message").count() == 2
+
+    page.get_by_role("button", name="Sign out").click()
+    page.get_by_text("You are signed out.").wait_for(timeout=TIMEOUT_MS)
+    page.reload()
+    page.get_by_role("button", name="Sign in", exact=True).wait_for(timeout=TIMEOUT_MS)
+
+
+def test_an_answer_can_be_stopped(page: Any, live_server: LiveServer) -> None:
+    sign_in(page, live_server, "stopper")
+    # The offline model repeats the question, a piece of 3 words every 20 ms:
+    # 900 words take 6 seconds.
+    page.get_by_label("Message").fill(" ".join(["word"] * 900))
+    page.get_by_label("Message").press("Enter")
+    answer = page.locator(".message.assistant").last
+    answer.locator(".markdown").wait_for(timeout=TIMEOUT_MS)  # the first delta is in
+    page.get_by_role("button", name="Stop").click()
+    answer.and_(page.locator("[data-status=stopped]")).wait_for(timeout=TIMEOUT_MS)
+    assert answer.locator(".status").inner_text() == "Stopped."
+    expect(page.get_by_role("button", name="Stop")).to_be_hidden(timeout=TIMEOUT_MS)
+    # What was written before the stop stays, and a new question can follow.
+    assert answer.inner_text().count("word") < 900
+    ask(page, "And now?")
+
+
+HOSTILE = (
+    "Look: <img src=x onerror=\"window.__pwned='img'\"> "
+    "<script>window.__pwned='script'</script> "
+    "[a link](javascript:window.__pwned='link') "
+    "<a href=\"javascript:window.__pwned='anchor'\">another</a> "
+    "<svg onload=\"window.__pwned='svg'\"></svg> "
+    "<iframe src=\"javascript:window.__pwned='frame'\"></iframe>"
+)
+
+
+def test_a_hostile_answer_runs_nothing(page: Any, live_server: LiveServer) -> None:
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    sign_in(page, live_server, "target")
+    answer = ask(page, HOSTILE)  # the offline model says it all back
+    markdown = answer.locator(".markdown")
+    for link in markdown.locator("a").all():
+        assert not (link.get_attribute("href") or "").lower().startswith("javascript:")
+        link.click()  # a stripped link goes nowhere
+    assert markdown.locator("script, iframe, svg, [onerror], [onload]").count() == 0
+    for image in markdown.locator("img").all():
+        assert image.get_attribute("src") is None
+    assert page.evaluate("window.__pwned") is None
+    assert dialogs == []
+    # And the question, shown as the text it is.
+    assert page.locator(".message.user").last.inner_text() == HOSTILE
+
+
+def test_the_page_forbids_any_script_but_its_own(page: Any, live_server: LiveServer) -> None:
+    served = httpx.get(live_server.base_url + "/", timeout=30)
+    policy = served.headers["content-security-policy"]
+    for directive in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "connect-src 'self'",
+        "frame-ancestors 'none'",
+    ]:
+        assert directive in policy
+    assert "unsafe-inline" not in policy
+    assert "unsafe-eval" not in policy
+    assert "/app/app.js?v=" in served.text
+
+    sign_in(page, live_server, "inspector")
+    blocked = page.evaluate(
+        """() => new Promise((resolve) => {
+            document.addEventListener("securitypolicyviolation",
+                (event) => resolve(event.violatedDirective), { once: true });
+            const script = document.createElement("script");
+            script.textContent = "window.__inline = 1";
+            document.body.append(script);
+            setTimeout(() => resolve(null), 2000);
+        })"""
+    )
+    assert blocked is not None
+    assert blocked.startswith("script-src")
+    assert page.evaluate("window.__inline") is None
+    # Even markup that got past the sanitiser could not run its handlers.
+    handled = page.evaluate(
+        """() => new Promise((resolve) => {
+            document.body.insertAdjacentHTML("beforeend",
+                '<img id="bait" src="/nothing-here" onerror="window.__handler = 1">');
+            // Listeners run after the attribute's handler would have.
+            document.getElementById("bait").addEventListener(
+                "error", () => resolve(window.__handler ?? null));
+        })"""
+    )
+    assert handled is None
