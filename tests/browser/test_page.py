@@ -11,6 +11,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.contract.live import PASSWORD, LiveServer
+from tests.images import png
 
 pytestmark = pytest.mark.postgres
 TIMEOUT_MS = 20_000
@@ -49,7 +50,7 @@ def test_a_newcomer_signs_up_and_chats(page: Any, live_server: LiveServer) -> No
 
     answer = ask(page, "Hello, **bold** world")
     # The question as typed; the answer's markdown as HTML.
-    question = page.locator(".message.user").last
+    question = page.locator(".message.user .plain").last
     assert question.inner_text() == "Hello, **bold** world"
     assert answer.locator("strong").inner_text() == "bold"
     assert "offline echo model" in answer.inner_text()
@@ -109,7 +110,7 @@ def test_a_hostile_answer_runs_nothing(page: Any, live_server: LiveServer) -> No
     assert page.evaluate("window.__pwned") is None
     assert dialogs == []
     # And the question, shown as the text it is.
-    assert page.locator(".message.user").last.inner_text() == HOSTILE
+    assert page.locator(".message.user .plain").last.inner_text() == HOSTILE
 
 
 def test_the_page_forbids_any_script_but_its_own(page: Any, live_server: LiveServer) -> None:
@@ -151,3 +152,98 @@ def test_the_page_forbids_any_script_but_its_own(page: Any, live_server: LiveSer
         })"""
     )
     assert handled is None
+
+
+def versions(message: Any) -> str:
+    return str(message.locator(".version").inner_text())
+
+
+def test_edit_regenerate_and_switch_branches(page: Any, live_server: LiveServer) -> None:
+    sign_in(page, live_server, "brancher")
+    ask(page, "first question")
+    ask(page, "a follow-up")
+
+    # Regenerate the last answer: a second version beside the first.
+    page.locator(".message.assistant").last.get_by_role("button", name="Regenerate").click()
+    answer = page.locator(".message.assistant").last
+    expect(answer.locator(".version")).to_have_text("2/2", timeout=TIMEOUT_MS)
+    answer.get_by_role("button", name="Previous version").click()
+    expect(page.locator(".message.assistant").last.locator(".version")).to_have_text(
+        "1/2", timeout=TIMEOUT_MS
+    )
+
+    # Edit the first question: a new branch from there, without the follow-up.
+    first = page.locator(".message.user").first
+    first.get_by_role("button", name="Edit").click()
+    page.get_by_label("Edited message").fill("an edited question")
+    page.get_by_label("Edited message").press("Enter")
+    expect(page.locator(".message.user").first.locator(".version")).to_have_text(
+        "2/2", timeout=TIMEOUT_MS
+    )
+    expect(page.locator(".message")).to_have_count(2)
+    expect(page.locator(".message.assistant").last).to_contain_text("an edited question")
+    assert "an edited question" in page.locator(".message.user").first.inner_text()
+
+    # And back to the original branch, follow-up and all.
+    page.locator(".message.user").first.get_by_role("button", name="Previous version").click()
+    expect(page.locator(".message")).to_have_count(4, timeout=TIMEOUT_MS)
+    assert "first question" in page.locator(".message.user").first.inner_text()
+
+
+def test_an_image_is_attached_and_shown(page: Any, live_server: LiveServer) -> None:
+    sign_in(page, live_server, "photographer")
+    page.locator("#attach").set_input_files(
+        files=[{"name": "dot.png", "mimeType": "image/png", "buffer": png(6, 4)}]
+    )
+    expect(page.locator(".tray li:not(.uploading) img")).to_have_count(1, timeout=TIMEOUT_MS)
+    answer = ask(page, "What is in this picture?")
+    assert "1 image" in answer.inner_text()  # the offline model counts what it was sent
+    shown = page.locator(".message.user img").first
+    expect(shown).to_have_attribute("src", re.compile(r"^/files/\d+/content\?"))
+    # Loaded through its signed link, with no token: the browser decoded it.
+    page.wait_for_function(
+        "(img) => img.complete && img.naturalWidth === 6", arg=shown.element_handle()
+    )
+    assert page.locator(".tray li").count() == 0
+
+
+def test_chats_are_searched_renamed_pinned_and_deleted(page: Any, live_server: LiveServer) -> None:
+    sign_in(page, live_server, "organiser")
+    ask(page, "Tell me about zeppelins")
+    page.get_by_role("button", name="New chat").click()
+    ask(page, "Something else entirely")
+
+    page.get_by_label("Search your chats").fill("zeppelins")
+    page.get_by_label("Search your chats").press("Enter")
+    hit = page.locator(".chats .hit").first
+    expect(hit.locator("mark").first).to_have_text(re.compile("zeppelin", re.I), timeout=TIMEOUT_MS)
+    hit.click()
+    expect(page.locator(".message.user").first).to_contain_text("zeppelins")
+    page.get_by_label("Search your chats").fill("")
+    page.get_by_label("Search your chats").press("Enter")
+
+    page.get_by_role("button", name="Rename").click()
+    page.get_by_label("Title").fill("Airships")
+    page.get_by_label("Title").press("Enter")
+    expect(page.locator("header h2")).to_have_text("Airships", timeout=TIMEOUT_MS)
+    page.get_by_role("button", name="Pin").click()
+    expect(page.locator(".chats li").first).to_contain_text("Airships", timeout=TIMEOUT_MS)
+    expect(page.get_by_role("button", name="Unpin")).to_be_visible()
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Delete").click()
+    expect(page.locator(".chats li", has_text="Airships")).to_have_count(0, timeout=TIMEOUT_MS)
+    assert page.locator(".chats li").count() == 1
+
+
+def test_a_reload_during_an_answer_resumes_it(page: Any, live_server: LiveServer) -> None:
+    sign_in(page, live_server, "reloader")
+    page.get_by_label("Message").fill(" ".join(["long"] * 600))  # 4 s of pieces
+    page.get_by_label("Message").press("Enter")
+    page.locator(".message.assistant .markdown").wait_for(timeout=TIMEOUT_MS)
+    page.reload()
+    page.locator(".chats li").first.get_by_role("button").click()
+    answer = page.locator(".message.assistant").last
+    answer.and_(page.locator("[data-status=complete]")).wait_for(timeout=TIMEOUT_MS)
+    # Whole: the offline model said every word back, none lost or doubled.
+    assert answer.inner_text().count("long") == 600

@@ -153,8 +153,11 @@ const state = {
   models: [],
   chats: [],
   nextCursor: null,
-  chat: null, // the open chat
-  running: null, // {chatId, controller} while an answer streams
+  chat: null, // the open chat (without its messages)
+  messages: [], // its active branch, oldest first
+  running: null, // {chatId} while an answer streams
+  attachments: [], // {id, url} uploaded for the next question
+  ui: null,
 };
 
 async function mainView() {
@@ -166,12 +169,22 @@ async function mainView() {
   state.chat = null;
 
   const list = h("ul", { class: "chats", "aria-label": "Your chats" });
-  const more = h("button", { type: "button", class: "more", hidden: true, onclick: () => loadChats(list, more) }, "More chats");
+  const more = h("button", { type: "button", class: "more", hidden: true, onclick: () => loadChats() }, "More chats");
+  const query = h("input", { type: "search", name: "q", placeholder: "Search your chats", "aria-label": "Search your chats" });
+  const search = h("form", { class: "search", role: "search" }, query);
+  search.addEventListener("submit", (event) => {
+    event.preventDefault();
+    searchChats(query.value.trim());
+  });
+  query.addEventListener("search", () => {
+    if (!query.value) showChatList();
+  });
   const usage = h("p", { class: "usage", "aria-live": "polite" });
   const sidebar = h(
     "aside",
     { class: "sidebar" },
     h("button", { type: "button", class: "primary new-chat", onclick: () => openChat(null) }, "New chat"),
+    search,
     list,
     more,
     h(
@@ -184,9 +197,9 @@ async function mainView() {
   );
   const conversation = h("section", { class: "conversation", "aria-label": "Conversation" });
   show(h("div", { class: "layout" }, sidebar, h("main", { class: "pane" }, conversation)));
-  state.ui = { list, more, conversation, usage };
-  await loadChats(list, more);
-  openChat(null);
+  state.ui = { list, more, conversation, usage, query };
+  await loadChats();
+  await openChat(null);
   showUsage();
 }
 
@@ -214,18 +227,26 @@ async function showUsage() {
   }
 }
 
-async function loadChats(list, more) {
+// --- the chat list and search ---------------------------------------------------
+
+async function loadChats() {
   const query = new URLSearchParams({ limit: "30" });
   if (state.nextCursor) query.set("cursor", state.nextCursor);
   try {
     const page = await api.call("GET", `/chats?${query}`);
     state.chats.push(...page.items);
     state.nextCursor = page.next_cursor;
-    for (const chat of page.items) list.append(chatItem(chat));
-    more.hidden = !page.next_cursor;
+    showChatList();
   } catch (error) {
     say(wordsOf(error));
   }
+}
+
+function showChatList() {
+  const { list, more } = state.ui;
+  list.setAttribute("aria-label", "Your chats");
+  list.replaceChildren(...state.chats.map(chatItem));
+  more.hidden = !state.nextCursor;
 }
 
 function chatItem(chat) {
@@ -241,31 +262,81 @@ function chatItem(chat) {
   );
 }
 
-function refreshChatList() {
-  const { list } = state.ui;
-  list.replaceChildren(...state.chats.map(chatItem));
+// A snippet's matches (wrapped in ** by the server) as <mark>, the rest as text.
+function highlighted(snippet) {
+  return snippet.split("**").map((part, index) => (index % 2 ? h("mark", {}, part) : part));
 }
 
-// A chat's messages along its current branch (null: a new, empty chat).
+async function searchChats(words) {
+  const { list, more } = state.ui;
+  if (!words) {
+    showChatList();
+    return;
+  }
+  try {
+    const found = await api.call("GET", `/search?${new URLSearchParams({ q: words, limit: "20" })}`);
+    more.hidden = true;
+    list.setAttribute("aria-label", `Messages matching ${words}`);
+    list.replaceChildren(
+      ...(found.items.length
+        ? found.items.map((hit) =>
+            h(
+              "li",
+              { class: "hit" },
+              h(
+                "button",
+                { type: "button", class: "chat-link", onclick: () => openChat(hit.chat_id) },
+                h("strong", {}, hit.chat_title || "New chat"),
+                h("span", { class: "snippet" }, ...highlighted(hit.snippet)),
+              ),
+            ),
+          )
+        : [h("li", { class: "empty" }, "No message matches.")]),
+    );
+  } catch (error) {
+    say(wordsOf(error));
+  }
+}
+
+function remember(chat) {
+  const { messages, ...only } = chat;
+  state.chat = only;
+  state.chats = [only, ...state.chats.filter((c) => c.id !== only.id)].sort(
+    (a, b) => Number(b.pinned) - Number(a.pinned) || b.updated_at.localeCompare(a.updated_at),
+  );
+  if (!state.ui.query.value) showChatList();
+  return messages;
+}
+
+// --- a conversation -------------------------------------------------------------
+
+// A chat's active branch (null: a new, empty chat).
 async function openChat(chatId) {
-  const { conversation } = state.ui;
-  let chat = null;
   let messages = [];
-  if (chatId !== null) {
+  if (chatId === null) {
+    state.chat = null;
+    if (!state.ui.query.value) showChatList();
+  } else {
     try {
-      const found = await api.call("GET", `/chats/${chatId}`);
-      messages = found.messages;
-      chat = found;
+      messages = remember(await api.call("GET", `/chats/${chatId}`));
     } catch (error) {
       say(wordsOf(error));
       return;
     }
   }
-  state.chat = chat;
-  refreshChatList();
+  state.messages = messages;
+  state.attachments = [];
+  drawConversation();
+  const last = messages[messages.length - 1];
+  if (last?.status === "streaming") follow(last); // a reload during an answer: go on with it
+}
 
+// ``typed``: what the message box holds (kept when the same chat is drawn again).
+function drawConversation(typed = "") {
+  const { conversation } = state.ui;
+  const chat = state.chat;
   const thread = h("ol", { class: "messages", "aria-live": "polite" });
-  for (const message of messages) thread.append(messageView(message));
+  for (const message of state.messages) thread.append(messageView(message));
 
   const model = h(
     "select",
@@ -274,11 +345,24 @@ async function openChat(chatId) {
       h("option", { value: offer.id, selected: chat ? offer.id === chat.model : offer.default }, offer.id),
     ),
   );
-  const input = h("textarea", { name: "message", rows: "3", placeholder: "Ask anything", "aria-label": "Message", required: true });
+  const input = h("textarea", { name: "message", rows: "3", placeholder: "Ask anything", "aria-label": "Message" }, typed);
   const send = h("button", { type: "submit", class: "primary" }, "Send");
   const stop = h("button", { type: "button", class: "stop", hidden: true }, "Stop");
-  const form = h("form", { class: "composer" }, input, h("div", { class: "actions" }, model, stop, send));
+  const picker = h("input", { type: "file", accept: "image/jpeg,image/png,image/gif,image/webp", multiple: true, class: "visually-hidden", id: "attach" });
+  const attach = h("label", { for: "attach", class: "button", tabindex: "0", role: "button" }, "Attach image");
+  const tray = h("ul", { class: "tray", "aria-label": "Images to send" }, ...state.attachments.map(trayItem));
+  const form = h("form", { class: "composer" }, tray, input, h("div", { class: "actions" }, picker, attach, model, stop, send));
 
+  attach.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" || event.key === " ") {
+      event.preventDefault();
+      picker.click();
+    }
+  });
+  picker.addEventListener("change", () => {
+    for (const file of picker.files) addAttachment(file, tray);
+    picker.value = "";
+  });
   input.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
       event.preventDefault();
@@ -289,18 +373,109 @@ async function openChat(chatId) {
     event.preventDefault();
     const text = input.value.trim();
     if (!text || state.running) return;
+    if (state.attachments.some((file) => file.id === null)) {
+      say("An image is still uploading.", "info");
+      return;
+    }
+    const files = state.attachments.map((file) => file.id);
     input.value = "";
-    ask(text, model.value, { thread, send, stop, input }).catch((error) => say(wordsOf(error)));
+    for (const file of state.attachments) URL.revokeObjectURL(file.preview);
+    state.attachments = [];
+    tray.replaceChildren();
+    ask(text, model.value, files).catch((error) => say(wordsOf(error)));
   });
   stop.addEventListener("click", () => stopAnswer(stop));
 
-  conversation.replaceChildren(
-    h("header", {}, h("h2", {}, chat ? chat.title || "New chat" : "New chat")),
-    thread,
-    form,
-  );
+  const header = h("header", {}, h("h2", {}, chat ? chat.title || "New chat" : "New chat"));
+  if (chat) header.append(chatActions(chat));
+  conversation.replaceChildren(header, thread, form);
+  state.ui.thread = thread;
+  state.ui.composer = { send, stop, input, model };
   thread.lastElementChild?.scrollIntoView({ block: "end" });
   input.focus();
+}
+
+function chatActions(chat) {
+  const rename = h("button", { type: "button" }, "Rename");
+  rename.addEventListener("click", () => {
+    const title = h("input", { name: "title", value: chat.title || "", "aria-label": "Title", maxlength: "200" });
+    const form = h("form", { class: "rename" }, title, h("button", { type: "submit", class: "primary" }, "Save"));
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      changeChat({ title: title.value.trim() || null });
+    });
+    state.ui.conversation.querySelector("header h2").replaceChildren(form);
+    title.focus();
+  });
+  const pin = h("button", { type: "button", onclick: () => changeChat({ pinned: !chat.pinned }) }, chat.pinned ? "Unpin" : "Pin");
+  const archive = h("button", { type: "button", onclick: () => changeChat({ archived: !chat.archived }) }, chat.archived ? "Unarchive" : "Archive");
+  const remove = h("button", { type: "button", class: "danger", onclick: () => deleteChat(chat) }, "Delete");
+  return h("div", { class: "chat-actions" }, rename, pin, archive, remove);
+}
+
+async function changeChat(changes) {
+  try {
+    const chat = await api.call("PATCH", `/chats/${state.chat.id}`, changes);
+    if (chat.archived) {
+      // Archived chats leave the list (GET /chats?archived=true lists them).
+      state.chats = state.chats.filter((c) => c.id !== chat.id);
+      state.chat = chat;
+      showChatList();
+    } else {
+      remember(chat);
+    }
+    drawConversation();
+    say(chat.archived ? "Archived: it is no longer listed." : "Saved.", "info");
+  } catch (error) {
+    say(wordsOf(error));
+  }
+}
+
+async function deleteChat(chat) {
+  if (!window.confirm(`Delete "${chat.title || "New chat"}" and all its messages?`)) return;
+  try {
+    await api.call("DELETE", `/chats/${chat.id}`);
+    state.chats = state.chats.filter((c) => c.id !== chat.id);
+    await openChat(null);
+    say("Deleted.", "info");
+  } catch (error) {
+    say(wordsOf(error));
+  }
+}
+
+function addAttachment(file, tray) {
+  // Shown at once, from the file itself, while it uploads.
+  const entry = { id: null, name: file.name, preview: URL.createObjectURL(file) };
+  state.attachments.push(entry);
+  tray.append(trayItem(entry));
+  const form = new FormData();
+  form.append("file", file);
+  api
+    .call("POST", "/upload", form)
+    .then((uploaded) => {
+      entry.id = uploaded.id;
+      document.querySelector(`.tray [data-preview="${entry.preview}"]`)?.classList.remove("uploading");
+    })
+    .catch((error) => {
+      dropAttachment(entry);
+      say(`${file.name}: ${wordsOf(error)}`);
+    });
+}
+
+function trayItem(entry) {
+  const remove = h("button", { type: "button", class: "remove", "aria-label": `Remove ${entry.name}`, onclick: () => dropAttachment(entry) }, "\u00d7");
+  return h(
+    "li",
+    { class: entry.id === null ? "uploading" : "", "data-preview": entry.preview },
+    h("img", { src: entry.preview, alt: entry.name }),
+    remove,
+  );
+}
+
+function dropAttachment(entry) {
+  state.attachments = state.attachments.filter((other) => other !== entry);
+  document.querySelector(`.tray [data-preview="${entry.preview}"]`)?.remove();
+  URL.revokeObjectURL(entry.preview);
 }
 
 function messageView(message) {
@@ -310,7 +485,7 @@ function messageView(message) {
   return item;
 }
 
-// Shows a message as stored (or as streamed so far).
+// Shows a message as stored (or as streamed so far), with what can be done to it.
 function fill(item, message, text = message.content) {
   const body = item.querySelector(".body");
   if (message.role === "assistant") {
@@ -325,81 +500,190 @@ function fill(item, message, text = message.content) {
   }
   item.dataset.status = message.status;
   item.querySelector(".status")?.remove();
+  item.querySelector(".tools")?.remove();
   if (message.status === "failed" || message.status === "stopped") {
     item.append(h("p", { class: "status" }, message.status === "failed" ? "This answer failed." : "Stopped."));
   }
+  if (message.status !== "streaming" && message.id > 0) item.append(tools(message));
 }
 
-async function ask(text, model, ui) {
-  let chat = state.chat;
-  if (!chat) {
-    chat = await api.call("POST", "/chats", { model });
-    state.chat = chat;
-    state.chats.unshift(chat);
-    refreshChatList();
+function tools(message) {
+  const bar = h("div", { class: "tools" });
+  const siblings = message.siblings || [message.id];
+  if (siblings.length > 1) {
+    const at = siblings.indexOf(message.id);
+    bar.append(
+      h("button", { type: "button", "aria-label": "Previous version", disabled: at === 0, onclick: () => switchTo(siblings[at - 1]) }, "<"),
+      h("span", { class: "version" }, `${at + 1}/${siblings.length}`),
+      h("button", { type: "button", "aria-label": "Next version", disabled: at === siblings.length - 1, onclick: () => switchTo(siblings[at + 1]) }, ">"),
+    );
   }
-  const controller = new AbortController();
-  state.running = { chatId: chat.id, controller };
-  ui.send.disabled = true;
-  ui.stop.hidden = false;
-  ui.input.setAttribute("aria-busy", "true");
-  let answerItem = null;
-  let answer = null;
-  let written = "";
+  if (message.role === "user") {
+    bar.append(h("button", { type: "button", onclick: (event) => edit(message, event.target.closest("li")) }, "Edit"));
+  } else {
+    bar.append(h("button", { type: "button", onclick: () => regenerate(message) }, "Regenerate"));
+  }
+  return bar;
+}
+
+async function switchTo(messageId) {
+  if (state.running) return;
+  try {
+    state.messages = remember(await api.call("PUT", `/chats/${state.chat.id}/current`, { message_id: messageId }));
+    drawConversation(state.ui.composer.input.value);
+  } catch (error) {
+    say(wordsOf(error));
+  }
+}
+
+// Everything from ``message`` on leaves the view (a new branch replaces it).
+function cutAt(message) {
+  const at = state.messages.findIndex((m) => m.id === message.id);
+  if (at !== -1) state.messages = state.messages.slice(0, at);
+  for (const item of [...state.ui.thread.children].slice(at === -1 ? state.ui.thread.children.length : at)) item.remove();
+}
+
+function edit(message, item) {
+  if (state.running) return;
+  const text = h("textarea", { name: "edit", rows: "3", "aria-label": "Edited message" }, message.content);
+  const save = h("button", { type: "submit", class: "primary" }, "Send");
+  const cancel = h("button", { type: "button", onclick: () => fill(item, message) }, "Cancel");
+  const form = h("form", { class: "editor" }, text, h("div", { class: "actions" }, cancel, save));
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const content = text.value.trim();
+    if (!content) return;
+    cutAt(message);
+    // The edited question follows the same parent: a new branch beside the old one.
+    answer("POST", `/chats/${state.chat.id}/messages`, { content, parent_id: message.parent_id, file_ids: message.file_ids }).catch(
+      (error) => say(wordsOf(error)),
+    );
+  });
+  text.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      form.requestSubmit();
+    }
+    if (event.key === "Escape") fill(item, message);
+  });
+  item.querySelector(".body").replaceChildren(form);
+  item.querySelector(".tools")?.remove();
+  text.focus();
+}
+
+function regenerate(message) {
+  if (state.running) return;
+  cutAt(message);
+  const body = {};
+  const model = state.ui.composer.model.value;
+  if (model !== state.chat.model) body.model = model;
+  answer("POST", `/chats/${state.chat.id}/messages/${message.id}/regenerate`, body).catch((error) => say(wordsOf(error)));
+}
+
+async function ask(text, model, fileIds) {
+  if (!state.chat) {
+    remember(await api.call("POST", "/chats", { model }));
+    drawConversation(state.ui.composer.input.value);
+  }
+  const body = { content: text };
+  if (fileIds.length) body.file_ids = fileIds;
+  if (model && model !== state.chat.model) body.model = model;
+  await answer("POST", `/chats/${state.chat.id}/messages`, body);
+}
+
+// An answer being written elsewhere (a reload, another tab): its text so far,
+// then each new piece.
+function follow(message) {
+  const offset = [...message.content].length; // the server counts characters
+  answer("GET", `/chats/${state.chat.id}/messages/${message.id}/stream?offset=${offset}`, undefined, message).catch(
+    (error) => say(wordsOf(error)),
+  );
+}
+
+// Streams an answer into the thread: a send (question and answer), a
+// regenerate (the answer), or a resume (``following``: the answer shown).
+async function answer(method, path, body, following = null) {
+  const chatId = state.chat.id;
+  const { thread } = state.ui;
+  const { send, stop, input } = state.ui.composer;
+  state.running = { chatId };
+  send.disabled = true;
+  stop.hidden = false;
+  input.setAttribute("aria-busy", "true");
+  let current = following;
+  let item = following ? thread.querySelector(`[data-message="${following.id}"]`) : null;
+  let written = following ? following.content : "";
   let frame = 0;
   const draw = () => {
     frame = 0;
-    if (answerItem) fill(answerItem, answer, written);
+    if (item) fill(item, current, written);
   };
-  const body = { content: text };
-  if (model && model !== chat.model) body.model = model;
   try {
-    await api.stream(
-      "POST",
-      `/chats/${chat.id}/messages`,
-      body,
-      (name, data) => {
-        if (name === "user_message") {
-          ui.thread.append(messageView(data));
-        } else if (name === "assistant_message") {
-          answer = data;
-          answerItem = messageView(data);
-          answerItem.querySelector(".body").replaceChildren(h("p", { class: "thinking" }, "Thinking\u2026"));
-          ui.thread.append(answerItem);
-        } else if (name === "delta") {
-          written += data.text;
-          frame ||= requestAnimationFrame(draw);
-        } else if (name === "done" || name === "stopped") {
-          cancelAnimationFrame(frame);
-          answer = data;
-          fill(answerItem, data);
-        } else if (name === "error") {
-          cancelAnimationFrame(frame);
-          if (answerItem) fill(answerItem, { ...answer, status: "failed" }, written);
-          say(data.detail || "The model failed.");
-        }
-        answerItem?.scrollIntoView({ block: "end" });
-      },
-      controller.signal,
-    );
+    await api.stream(method, path, body, (name, data) => {
+      if (name === "user_message") {
+        state.messages.push(data);
+        thread.append(messageView(data));
+      } else if (name === "assistant_message") {
+        current = data;
+        item = messageView(data);
+        item.querySelector(".body").replaceChildren(h("p", { class: "thinking" }, "Thinking\u2026"));
+        thread.append(item);
+      } else if (name === "delta") {
+        written += data.text;
+        frame ||= requestAnimationFrame(draw);
+      } else if (name === "done" || name === "stopped" || name === "message") {
+        cancelAnimationFrame(frame);
+        current = data;
+        fill(item, data);
+      } else if (name === "error") {
+        cancelAnimationFrame(frame);
+        if (item) fill(item, { ...current, status: "failed" }, written);
+        say(data.detail || "The model failed.");
+      }
+      item?.scrollIntoView({ block: "end" });
+    });
   } finally {
     state.running = null;
-    ui.send.disabled = false;
-    ui.stop.hidden = true;
-    ui.input.removeAttribute("aria-busy");
+    send.disabled = false;
+    stop.hidden = true;
+    input.removeAttribute("aria-busy");
   }
-  // A chat's first exchange gives it a title: show it.
-  try {
-    const fresh = await api.call("GET", `/chats/${chat.id}`);
-    const { messages, ...only } = fresh;
-    state.chat = only;
-    state.chats = [only, ...state.chats.filter((c) => c.id !== only.id)];
-    refreshChatList();
-    state.ui.conversation.querySelector("header h2").textContent = only.title || "New chat";
-  } catch {
-    // the list shows the old title until the next reload
+  // The branch as stored: versions to switch between, and a first exchange's title.
+  if (state.chat?.id === chatId) {
+    try {
+      state.messages = remember(await api.call("GET", `/chats/${chatId}`));
+      drawConversation(state.ui.composer.input.value);
+      if (!state.chat.title) watchTitle(chatId);
+    } catch {
+      // shown as streamed until the next reload
+    }
   }
   showUsage();
+}
+
+// A new chat's title is written in the background after its first answer
+// (by the model, when there is one): look again a few times, then let it be.
+function watchTitle(chatId, delay = 1000, tries = 4) {
+  setTimeout(async () => {
+    const listed = state.chats.find((c) => c.id === chatId);
+    if (!listed || listed.title) return;
+    try {
+      const { messages, ...chat } = await api.call("GET", `/chats/${chatId}`);
+      if (!chat.title) {
+        if (tries > 1) watchTitle(chatId, delay * 2, tries - 1);
+        return;
+      }
+      Object.assign(listed, { title: chat.title });
+      if (state.chat?.id === chatId) {
+        state.chat.title = chat.title;
+        const heading = state.ui.conversation.querySelector("header h2");
+        if (heading && !heading.querySelector("form")) heading.textContent = chat.title;
+      }
+      if (!state.ui.query.value) showChatList();
+    } catch {
+      // the next reload shows it
+    }
+  }, delay);
 }
 
 async function stopAnswer(button) {
