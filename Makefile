@@ -14,7 +14,7 @@ LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --quiet \
               --custom-compile-command 'make lock'
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-unit test-integration contract lint format migrate check bench bench-branches bench-streams bench-usage bench-scale clean lock
+.PHONY: help run test test-unit test-integration screenshots contract lint format migrate check bench bench-branches bench-streams bench-usage bench-scale clean lock
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ test: $(VENV)/.installed-dev ## the whole suite: unit, integration and contract 
 
 test-unit: $(VENV)/.installed-dev ## unit tests only
 	$(BIN)/python -m pytest tests/unit
+
+screenshots: $(VENV)/.installed-dev ## the README's pictures of the chat page, taken by the browser tests
+	SCREENSHOTS_DIR=docs/screenshots $(BIN)/python -m pytest tests/browser -k "branches or admin"
 
 test-integration: $(VENV)/.installed-dev ## integration tests only
 	$(BIN)/python -m pytest tests/integration

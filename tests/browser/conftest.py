@@ -27,6 +27,16 @@ from tests.integration.smtp import smtp_server  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / ".artifacts" / "browser"
+# `make screenshots` sets it: the README's pictures of the page, taken by the tests.
+SCREENSHOTS = os.environ.get("SCREENSHOTS_DIR")
+
+
+def screenshot(page: Any, name: str) -> None:
+    """The page as it is now, for the README, when SCREENSHOTS_DIR is set."""
+    if SCREENSHOTS:
+        folder = Path(SCREENSHOTS)
+        folder.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(folder / f"{name}.png"))
 
 
 def chromium_path() -> str | None:

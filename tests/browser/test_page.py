@@ -7,9 +7,11 @@ import re
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from playwright.sync_api import expect
 
+from tests.browser.conftest import screenshot
 from tests.contract.live import PASSWORD, LiveServer
 from tests.images import png
 
@@ -188,6 +190,7 @@ def test_edit_regenerate_and_switch_branches(page: Any, live_server: LiveServer)
     page.locator(".message.user").first.get_by_role("button", name="Previous version").click()
     expect(page.locator(".message")).to_have_count(4, timeout=TIMEOUT_MS)
     assert "first question" in page.locator(".message.user").first.inner_text()
+    screenshot(page, "conversation")
 
 
 def test_an_image_is_attached_and_shown(page: Any, live_server: LiveServer) -> None:
@@ -247,3 +250,50 @@ def test_a_reload_during_an_answer_resumes_it(page: Any, live_server: LiveServer
     answer.and_(page.locator("[data-status=complete]")).wait_for(timeout=TIMEOUT_MS)
     # Whole: the offline model said every word back, none lost or doubled.
     assert answer.inner_text().count("long") == 600
+
+
+def test_an_admin_manages_users(page: Any, live_server: LiveServer, database_url: str) -> None:
+    live_server.sign_up("someone")
+    live_server.sign_up("leaver")
+    account = live_server.sign_up("chief")
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("UPDATE users SET is_admin = true WHERE email = %s", (account.email,))
+    page.goto(live_server.base_url + "/")
+    page.get_by_label("Email").fill(account.email)
+    page.get_by_label("Password").fill(account.password)
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    page.get_by_role("button", name="Administration").click()
+
+    figures = page.get_by_label("Statistics")
+    expect(figures.locator(".figure", has_text="Users").locator("dd")).to_have_text("3")
+    expect(page.locator(".users tbody tr")).to_have_count(3, timeout=TIMEOUT_MS)
+
+    page.get_by_label("Search users").fill("someone")
+    page.get_by_label("Search users").press("Enter")
+    expect(page.locator(".users tbody tr")).to_have_count(1, timeout=TIMEOUT_MS)
+    page.locator(".users tbody tr").get_by_role("button", name="Edit").click()
+    editor = page.get_by_role("form", name="Edit someone@example.com")
+    editor.get_by_label("Full name").fill("Some One")
+    editor.get_by_label("Answers a day (empty: the default)").fill("5")
+    editor.get_by_label("Active").uncheck()
+    editor.get_by_role("button", name="Save").click()
+    row = page.locator(".users tbody tr", has_text="someone@example.com")
+    expect(row).to_contain_text("Some One", timeout=TIMEOUT_MS)
+    expect(row).to_contain_text("deactivated")
+    expect(row).to_contain_text("5 answers")
+    screenshot(page, "admin")
+
+    # Deactivated: the right password is refused.
+    refused = httpx.post(
+        live_server.base_url + "/auth/login",
+        json={"email": "someone@example.com", "password": PASSWORD},
+        timeout=30,
+    )
+    assert refused.status_code == 403
+
+    page.get_by_label("Search users").fill("leaver")
+    page.get_by_label("Search users").press("Enter")
+    expect(page.locator(".users tbody tr")).to_have_count(1, timeout=TIMEOUT_MS)
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator(".users tbody tr").get_by_role("button", name="Delete").click()
+    expect(page.get_by_text("No user matches.")).to_be_visible(timeout=TIMEOUT_MS)

@@ -21,7 +21,15 @@ from web.settings import load_settings
 
 ASSETS = Path(__file__).resolve().parents[2] / "src" / "web" / "static" / "app"
 # Module imports name their files without the version: every one the page may load.
-MODULES = ("app.js", "api.js", "render.js", "vendor/marked.esm.js", "vendor/purify.es.js")
+MODULES = (
+    "app.js",
+    "admin.js",
+    "api.js",
+    "dom.js",
+    "render.js",
+    "vendor/marked.esm.js",
+    "vendor/purify.es.js",
+)
 
 
 @pytest.fixture(params=["development", "production"])

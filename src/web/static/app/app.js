@@ -3,58 +3,12 @@
 // (api.js). Text a person or a model wrote reaches the DOM only as text, or as
 // markdown turned into HTML and then sanitised (render.js).
 
+import { showAdmin } from "./admin.js";
 import * as api from "./api.js";
+import { busy, field, h, say, wordsOf } from "./dom.js";
 import { renderMarkdown } from "./render.js";
 
 const app = document.getElementById("app");
-const toast = document.getElementById("toast");
-
-// --- small DOM helpers -------------------------------------------------------
-
-// An element; strings among the children become text nodes, never HTML.
-function h(tag, attributes = {}, ...children) {
-  const element = document.createElement(tag);
-  for (const [name, value] of Object.entries(attributes)) {
-    if (value === false || value === null || value === undefined) continue;
-    if (name.startsWith("on")) element.addEventListener(name.slice(2), value);
-    else if (value === true) element.setAttribute(name, "");
-    else element.setAttribute(name, value);
-  }
-  for (const child of children.flat()) {
-    if (child === null || child === undefined || child === false) continue;
-    element.append(child instanceof Node ? child : document.createTextNode(String(child)));
-  }
-  return element;
-}
-
-let toastTimer = null;
-function say(words, kind = "error") {
-  toast.textContent = words;
-  toast.className = kind;
-  toast.hidden = false;
-  clearTimeout(toastTimer);
-  toastTimer = setTimeout(() => (toast.hidden = true), 6000);
-}
-
-function wordsOf(error) {
-  return error instanceof api.ApiError ? error.words : "The server could not be reached.";
-}
-
-// Runs an action from a form: its button waits, and a failure is said in words.
-async function busy(button, action) {
-  button.disabled = true;
-  try {
-    await action();
-  } catch (error) {
-    say(wordsOf(error));
-  } finally {
-    button.disabled = false;
-  }
-}
-
-function field(label, input) {
-  return h("label", { class: "field" }, h("span", {}, label), input);
-}
 
 // --- signing in --------------------------------------------------------------
 
@@ -192,6 +146,7 @@ async function mainView() {
       {},
       usage,
       h("p", { class: "who" }, user.username, user.is_admin ? " (admin)" : ""),
+      user.is_admin ? h("button", { type: "button", onclick: openAdmin }, "Administration") : null,
       h("button", { type: "button", onclick: signOut }, "Sign out"),
     ),
   );
@@ -201,6 +156,12 @@ async function mainView() {
   await loadChats();
   await openChat(null);
   showUsage();
+}
+
+function openAdmin() {
+  state.chat = null;
+  if (!state.ui.query.value) showChatList();
+  showAdmin(state.ui.conversation, state.user);
 }
 
 async function signOut() {
