@@ -297,3 +297,80 @@ def test_an_admin_manages_users(page: Any, live_server: LiveServer, database_url
     page.once("dialog", lambda dialog: dialog.accept())
     page.locator(".users tbody tr").get_by_role("button", name="Delete").click()
     expect(page.get_by_text("No user matches.")).to_be_visible(timeout=TIMEOUT_MS)
+
+
+def test_a_forgotten_password_is_reset_with_a_mailed_code(
+    page: Any, live_server: LiveServer
+) -> None:
+    account = live_server.sign_up("forgetful")
+    page.goto(live_server.base_url + "/")
+    page.get_by_role("tab", name="Forgot password").click()
+    page.get_by_label("Email").fill(account.email)
+    page.get_by_role("button", name="Send me a code").click()
+    # The page says where the code went (this test server runs in "test").
+    expect(page.get_by_role("status")).to_contain_text(account.email, timeout=TIMEOUT_MS)
+    code = live_server.smtp.wait_for_code(account.email, timeout=TIMEOUT_MS / 1000)
+    page.get_by_label("Code").fill(code)
+    page.get_by_label("New password (8 characters or more)").fill("a brand new passphrase")
+    page.get_by_role("button", name="Set the new password").click()
+    expect(page.get_by_text("Your password is changed")).to_be_visible(timeout=TIMEOUT_MS)
+    page.get_by_label("Email").fill(account.email)
+    page.get_by_label("Password").fill("a brand new passphrase")
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    page.get_by_label("Message").wait_for(timeout=TIMEOUT_MS)
+
+
+def test_the_keyboard_alone_signs_in_and_chats(page: Any, live_server: LiveServer) -> None:
+    account = live_server.sign_up("typist")
+    page.goto(live_server.base_url + "/")
+    page.get_by_label("Email").wait_for(timeout=TIMEOUT_MS)
+    # Focus starts in the form; Tab moves through it in order; Enter submits.
+    page.keyboard.type(account.email)
+    page.keyboard.press("Tab")
+    page.keyboard.type(account.password)
+    page.keyboard.press("Enter")
+    message = page.get_by_label("Message")
+    expect(message).to_be_focused(timeout=TIMEOUT_MS)
+    page.keyboard.type("line one")
+    page.keyboard.press("Shift+Enter")  # a new line, not a send
+    page.keyboard.type("line two")
+    assert message.input_value() == "line one\nline two"
+    page.keyboard.press("Enter")
+    question = page.locator(".message.user .plain").last
+    expect(question).to_have_text("line one\nline two", timeout=TIMEOUT_MS)
+    page.locator(".message.assistant[data-status=complete]").wait_for(timeout=TIMEOUT_MS)
+
+
+def test_a_phone_screen_gets_one_column_and_loads_more_chats_on_scroll(
+    browser: Any, live_server: LiveServer
+) -> None:
+    account = live_server.sign_up("phoner")
+    with httpx.Client(base_url=live_server.base_url, timeout=30) as client:
+        pair = client.post(
+            "/auth/login", json={"email": account.email, "password": account.password}
+        ).json()
+        for number in range(35):  # more than one page of 30
+            made = client.post(
+                "/chats",
+                json={"title": f"chat {number:02d}"},
+                headers={"Authorization": f"Bearer {pair['access_token']}"},
+            )
+            assert made.status_code == 201
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    page = context.new_page()
+    try:
+        page.goto(live_server.base_url + "/")
+        page.get_by_label("Email").fill(account.email)
+        page.get_by_label("Password").fill(account.password)
+        page.get_by_role("button", name="Sign in", exact=True).click()
+        chats = page.locator(".chats li[data-chat]")
+        expect(chats).to_have_count(30, timeout=TIMEOUT_MS)
+        # Nothing wider than the screen.
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        chats.last.scroll_into_view_if_needed()  # the list's end: the next page comes
+        expect(chats).to_have_count(35, timeout=TIMEOUT_MS)
+        answer = ask(page, "Hello from a phone")
+        assert answer.is_visible()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    finally:
+        context.close()

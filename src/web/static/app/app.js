@@ -48,20 +48,22 @@ function authView(mode = "login", notice = "") {
     const purpose = mode === "register" ? "email_verification" : "password_reset";
     const sendButton = h("button", { type: "submit", class: "primary" }, "Send me a code");
     const first = h("form", {}, field("Email", email), sendButton);
-    const second = h("form", { hidden: true });
+    const sentNotice = h("p", { class: "notice", role: "status" });
+    const second = h("form", { hidden: true }, sentNotice);
     first.addEventListener("submit", (event) => {
       event.preventDefault();
       busy(sendButton, async () => {
-        await api.sendCode(email.value, purpose);
+        const sent = await api.sendCode(email.value, purpose);
         email.readOnly = true;
         sendButton.textContent = "Send a new code";
+        const minutes = Math.round(sent.expires_in / 60);
+        const words = [`A 6-digit code is on its way to ${email.value}; it works for ${minutes} minutes.`];
+        if ((await environment()) === "development") {
+          words.push("This server runs in development: without a mail server, it writes the code to its log.");
+        }
+        sentNotice.replaceChildren(...words.map((line) => h("span", {}, line, " ")));
         second.hidden = false;
         second.querySelector("input").focus();
-        say(
-          "A 6-digit code is on its way to your email. (A server without a mail server " +
-            "writes it to its log instead.)",
-          "info",
-        );
       });
     });
     const code = h("input", { name: "code", inputmode: "numeric", autocomplete: "one-time-code", pattern: "[0-9]{6}", maxlength: "6", required: true });
@@ -94,6 +96,16 @@ function authView(mode = "login", notice = "") {
   return h("main", { class: "center" }, card);
 }
 
+// The server's environment, from its public health report (asked once).
+let environmentAsked = null;
+function environment() {
+  environmentAsked ||= fetch("/health", { headers: { Accept: "application/json" } })
+    .then((response) => response.json())
+    .then((report) => report.environment)
+    .catch(() => null);
+  return environmentAsked;
+}
+
 function show(view) {
   app.replaceChildren(view);
   const first = view.querySelector("[autofocus], input:not([readonly]), textarea");
@@ -123,7 +135,12 @@ async function mainView() {
   state.chat = null;
 
   const list = h("ul", { class: "chats", "aria-label": "Your chats" });
-  const more = h("button", { type: "button", class: "more", hidden: true, onclick: () => loadChats() }, "More chats");
+  // The next page comes when the list is scrolled to its end (or the button is pressed).
+  const more = h("button", { type: "button", class: "more", onclick: () => loadChats() }, "More chats");
+  const moreItem = h("li", { class: "more-item" }, more);
+  new IntersectionObserver((seen) => seen.some((entry) => entry.isIntersecting) && loadChats(), {
+    root: list,
+  }).observe(moreItem);
   const query = h("input", { type: "search", name: "q", placeholder: "Search your chats", "aria-label": "Search your chats" });
   const search = h("form", { class: "search", role: "search" }, query);
   search.addEventListener("submit", (event) => {
@@ -140,7 +157,6 @@ async function mainView() {
     h("button", { type: "button", class: "primary new-chat", onclick: () => openChat(null) }, "New chat"),
     search,
     list,
-    more,
     h(
       "footer",
       {},
@@ -152,7 +168,7 @@ async function mainView() {
   );
   const conversation = h("section", { class: "conversation", "aria-label": "Conversation" });
   show(h("div", { class: "layout" }, sidebar, h("main", { class: "pane" }, conversation)));
-  state.ui = { list, more, conversation, usage, query };
+  state.ui = { list, moreItem, conversation, usage, query };
   await loadChats();
   await openChat(null);
   showUsage();
@@ -190,24 +206,29 @@ async function showUsage() {
 
 // --- the chat list and search ---------------------------------------------------
 
+let loadingChats = false;
 async function loadChats() {
+  if (loadingChats || (state.chats.length && !state.nextCursor)) return;
+  loadingChats = true;
   const query = new URLSearchParams({ limit: "30" });
   if (state.nextCursor) query.set("cursor", state.nextCursor);
   try {
     const page = await api.call("GET", `/chats?${query}`);
-    state.chats.push(...page.items);
+    const known = new Set(state.chats.map((chat) => chat.id));
+    state.chats.push(...page.items.filter((chat) => !known.has(chat.id)));
     state.nextCursor = page.next_cursor;
-    showChatList();
+    if (!state.ui.query.value) showChatList();
   } catch (error) {
     say(wordsOf(error));
+  } finally {
+    loadingChats = false;
   }
 }
 
 function showChatList() {
-  const { list, more } = state.ui;
+  const { list, moreItem } = state.ui;
   list.setAttribute("aria-label", "Your chats");
-  list.replaceChildren(...state.chats.map(chatItem));
-  more.hidden = !state.nextCursor;
+  list.replaceChildren(...state.chats.map(chatItem), ...(state.nextCursor ? [moreItem] : []));
 }
 
 function chatItem(chat) {
@@ -229,14 +250,13 @@ function highlighted(snippet) {
 }
 
 async function searchChats(words) {
-  const { list, more } = state.ui;
+  const { list } = state.ui;
   if (!words) {
     showChatList();
     return;
   }
   try {
     const found = await api.call("GET", `/search?${new URLSearchParams({ q: words, limit: "20" })}`);
-    more.hidden = true;
     list.setAttribute("aria-label", `Messages matching ${words}`);
     list.replaceChildren(
       ...(found.items.length
