@@ -31,7 +31,7 @@ from gemini_core.errors import (
     PermissionDeniedError,
     UnsupportedMediaTypeError,
 )
-from gemini_core.files import DEFAULT_PAGE_SIZE, UploadService
+from gemini_core.files import DEFAULT_PAGE_SIZE, OpenedFile, UploadService
 from gemini_core.links import MAX_SIGNATURE_LENGTH, SignedLink
 from web.container import Container
 from web.contract import documents
@@ -90,6 +90,22 @@ def inline_disposition(name: str) -> str:
     return f"inline; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
+def streamed(opened: OpenedFile, *, cache_control: str) -> Stream:
+    """The file's bytes as they come from storage, with what a browser needs to
+    show them safely (never sniffed, shown inline under the uploader's name)."""
+    upload = opened.upload
+    return Stream(
+        opened.chunks,
+        media_type=upload.content_type,
+        headers={
+            "Content-Length": str(upload.file_size),
+            "Content-Disposition": inline_disposition(upload.download_name),
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": cache_control,
+        },
+    )
+
+
 _BIGINT = 2**63 - 1  # ids and times in a link fit PostgreSQL's bigint
 
 # What an upload may be, judged by its bytes: the types a download is served as.
@@ -145,17 +161,7 @@ class FilesController(Controller):
     ) -> Stream:
         """The image's bytes, for its owner or an admin."""
         opened = await container.files.open_file(principal.user, filename)
-        upload = opened.upload
-        return Stream(
-            opened.chunks,
-            media_type=upload.content_type,
-            headers={
-                "Content-Length": str(upload.file_size),
-                "Content-Disposition": inline_disposition(upload.download_name),
-                "X-Content-Type-Options": "nosniff",
-                "Cache-Control": "private",
-            },
-        )
+        return streamed(opened, cache_control="private")
 
     @get(
         "/files/{file_id:int}/content",
@@ -174,19 +180,9 @@ class FilesController(Controller):
         link this server did not sign or one that has expired, 404 once the file
         is deleted."""
         opened = await container.files.open_linked(file_id, owner, expires, signature)
-        upload = opened.upload
         # The browser may keep it as long as the link lives (a minute at least).
         fresh = max(60, expires - int(time.time()))
-        return Stream(
-            opened.chunks,
-            media_type=upload.content_type,
-            headers={
-                "Content-Length": str(upload.file_size),
-                "Content-Disposition": inline_disposition(upload.download_name),
-                "X-Content-Type-Options": "nosniff",
-                "Cache-Control": f"private, max-age={fresh}",
-            },
-        )
+        return streamed(opened, cache_control=f"private, max-age={fresh}")
 
     @get("/files", operation_id="listFiles")
     async def list_files(
