@@ -233,6 +233,19 @@ def test_chats_are_searched_renamed_pinned_and_deleted(page: Any, live_server: L
     expect(page.locator(".chats li").first).to_contain_text("Airships", timeout=TIMEOUT_MS)
     expect(page.get_by_role("button", name="Unpin")).to_be_visible()
 
+    # Archived: out of the list, under Archived chats, and back.
+    page.get_by_role("button", name="Archive", exact=True).click()
+    airships = page.locator(".chats li", has_text="Airships")
+    expect(airships).to_have_count(0, timeout=TIMEOUT_MS)
+    page.get_by_role("button", name="Archived chats").click()
+    expect(airships).to_have_count(1, timeout=TIMEOUT_MS)
+    airships.get_by_role("button").click()
+    page.get_by_role("button", name="Unarchive").click()
+    expect(airships).to_have_count(0, timeout=TIMEOUT_MS)
+    page.get_by_role("button", name="Archived chats").click()
+    expect(airships).to_have_count(1, timeout=TIMEOUT_MS)
+    expect(page.locator("header h2")).to_have_text("Airships")
+
     page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_role("button", name="Delete").click()
     expect(page.locator(".chats li", has_text="Airships")).to_have_count(0, timeout=TIMEOUT_MS)

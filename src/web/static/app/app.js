@@ -122,7 +122,8 @@ const state = {
   chat: null, // the open chat (without its messages)
   messages: [], // its active branch, oldest first
   running: null, // {chatId} while an answer streams
-  attachments: [], // {id, url} uploaded for the next question
+  attachments: [], // {id, name, preview} uploaded for the next question
+  archived: false, // the list shows the archived chats instead
   ui: null,
 };
 
@@ -133,6 +134,7 @@ async function mainView() {
   state.chats = [];
   state.nextCursor = null;
   state.chat = null;
+  state.archived = false;
 
   const list = h("ul", { class: "chats", "aria-label": "Your chats" });
   // The next page comes when the list is scrolled to its end (or the button is pressed).
@@ -151,6 +153,15 @@ async function mainView() {
     if (!query.value) showChatList();
   });
   const usage = h("p", { class: "usage", "aria-live": "polite" });
+  const archived = h("button", { type: "button", class: "archived-toggle", "aria-pressed": "false" }, "Archived chats");
+  archived.addEventListener("click", () => {
+    state.archived = !state.archived;
+    archived.setAttribute("aria-pressed", String(state.archived));
+    state.chats = [];
+    state.nextCursor = null;
+    state.ui.list.replaceChildren();
+    loadChats();
+  });
   const sidebar = h(
     "aside",
     { class: "sidebar" },
@@ -160,6 +171,7 @@ async function mainView() {
     h(
       "footer",
       {},
+      archived,
       usage,
       h("p", { class: "who" }, user.username, user.is_admin ? " (admin)" : ""),
       user.is_admin ? h("button", { type: "button", onclick: openAdmin }, "Administration") : null,
@@ -210,7 +222,7 @@ let loadingChats = false;
 async function loadChats() {
   if (loadingChats || (state.chats.length && !state.nextCursor)) return;
   loadingChats = true;
-  const query = new URLSearchParams({ limit: "30" });
+  const query = new URLSearchParams({ limit: "30", archived: String(state.archived) });
   if (state.nextCursor) query.set("cursor", state.nextCursor);
   try {
     const page = await api.call("GET", `/chats?${query}`);
@@ -227,8 +239,9 @@ async function loadChats() {
 
 function showChatList() {
   const { list, moreItem } = state.ui;
-  list.setAttribute("aria-label", "Your chats");
-  list.replaceChildren(...state.chats.map(chatItem), ...(state.nextCursor ? [moreItem] : []));
+  list.setAttribute("aria-label", state.archived ? "Your archived chats" : "Your chats");
+  const empty = state.archived && !state.chats.length ? [h("li", { class: "empty" }, "No archived chat.")] : [];
+  list.replaceChildren(...state.chats.map(chatItem), ...empty, ...(state.nextCursor ? [moreItem] : []));
 }
 
 function chatItem(chat) {
@@ -282,7 +295,9 @@ async function searchChats(words) {
 function remember(chat) {
   const { messages, ...only } = chat;
   state.chat = only;
-  state.chats = [only, ...state.chats.filter((c) => c.id !== only.id)].sort(
+  const others = state.chats.filter((c) => c.id !== only.id);
+  // The list shows either the chats or the archived ones.
+  state.chats = (only.archived === state.archived ? [only, ...others] : others).sort(
     (a, b) => Number(b.pinned) - Number(a.pinned) || b.updated_at.localeCompare(a.updated_at),
   );
   if (!state.ui.query.value) showChatList();
@@ -396,17 +411,12 @@ function chatActions(chat) {
 
 async function changeChat(changes) {
   try {
+    const before = state.chat.archived;
     const chat = await api.call("PATCH", `/chats/${state.chat.id}`, changes);
-    if (chat.archived) {
-      // Archived chats leave the list (GET /chats?archived=true lists them).
-      state.chats = state.chats.filter((c) => c.id !== chat.id);
-      state.chat = chat;
-      showChatList();
-    } else {
-      remember(chat);
-    }
+    remember(chat); // an archived chat moves to the archived list, and back
     drawConversation();
-    say(chat.archived ? "Archived: it is no longer listed." : "Saved.", "info");
+    const moved = chat.archived === before ? "Saved." : chat.archived ? "Archived: it is under Archived chats now." : "Back among your chats.";
+    say(moved, "info");
   } catch (error) {
     say(wordsOf(error));
   }
