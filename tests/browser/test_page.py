@@ -387,3 +387,27 @@ def test_a_phone_screen_gets_one_column_and_loads_more_chats_on_scroll(
         assert page.evaluate("document.documentElement.scrollWidth") <= 390
     finally:
         context.close()
+
+
+def test_errors_are_said_in_words_and_dark_mode_is_dark(
+    browser: Any, live_server: LiveServer
+) -> None:
+    context = browser.new_context(color_scheme="dark")
+    page = context.new_page()
+    try:
+        page.goto(live_server.base_url + "/")
+        background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+        red, green, blue = (int(n) for n in re.findall(r"\d+", background)[:3])
+        assert max(red, green, blue) < 64, background  # a dark page, light text
+        page.get_by_label("Email").fill("nobody@example.com")
+        page.get_by_label("Password").fill("not the password")
+        page.get_by_role("button", name="Sign in", exact=True).click()
+        # The problem's own detail, as the API wrote it.
+        detail = httpx.post(
+            live_server.base_url + "/auth/login",
+            json={"email": "nobody@example.com", "password": "not the password"},
+            timeout=30,
+        ).json()["detail"]
+        expect(page.get_by_role("alert")).to_have_text(detail, timeout=TIMEOUT_MS)
+    finally:
+        context.close()
