@@ -88,7 +88,7 @@ def test_an_answer_can_be_stopped(page: Any, live_server: LiveServer) -> None:
 
 
 HOSTILE = (
-    "Look: <img src=x onerror=\"window.__pwned='img'\"> "
+    "Look: <img src=x onerror=alert(1)> <img src=x onerror=\"window.__pwned='img'\"> "
     "<script>window.__pwned='script'</script> "
     "[a link](javascript:window.__pwned='link') "
     "<a href=\"javascript:window.__pwned='anchor'\">another</a> "
