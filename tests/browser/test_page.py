@@ -411,3 +411,34 @@ def test_errors_are_said_in_words_and_dark_mode_is_dark(
         expect(page.get_by_role("alert")).to_have_text(detail, timeout=TIMEOUT_MS)
     finally:
         context.close()
+
+
+def test_a_long_chat_shows_its_newest_messages_then_the_earlier_ones(
+    page: Any, live_server: LiveServer
+) -> None:
+    account = live_server.sign_up("talker")
+    with httpx.Client(base_url=live_server.base_url, timeout=30) as client:
+        pair = client.post(
+            "/auth/login", json={"email": account.email, "password": account.password}
+        ).json()
+        auth = {"Authorization": f"Bearer {pair['access_token']}"}
+        chat = client.post("/chats", json={"title": "A long one"}, headers=auth).json()
+        for number in range(55):  # 110 messages: more than the newest 100 a chat opens with
+            sent = client.post(
+                f"/chats/{chat['id']}/messages",
+                json={"content": f"question {number}"},
+                headers=auth,
+            )
+            assert sent.status_code == 201, sent.text
+    page.goto(live_server.base_url + "/")
+    page.get_by_label("Email").fill(account.email)
+    page.get_by_label("Password").fill(account.password)
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    page.get_by_role("button", name="A long one").click()
+    messages = page.locator(".messages > li.message")
+    expect(messages).to_have_count(100, timeout=TIMEOUT_MS)
+    expect(messages.first.locator(".plain")).to_have_text("question 5")
+    page.get_by_role("button", name="Earlier messages").click()
+    expect(messages).to_have_count(110, timeout=TIMEOUT_MS)
+    expect(messages.first.locator(".plain")).to_have_text("question 0")
+    expect(page.get_by_role("button", name="Earlier messages")).to_have_count(0)

@@ -121,6 +121,7 @@ const state = {
   nextCursor: null,
   chat: null, // the open chat (without its messages)
   messages: [], // its active branch, oldest first
+  earlier: false, // older messages of the branch are left to fetch
   running: null, // {chatId} while an answer streams
   attachments: [], // {id, name, preview} uploaded for the next question
   archived: false, // the list shows the archived chats instead
@@ -306,6 +307,8 @@ function remember(chat) {
 
 // --- a conversation -------------------------------------------------------------
 
+const NEWEST_SHOWN = 100; // GET /chats/{id} gives the branch's newest 100 messages
+
 // A chat's active branch (null: a new, empty chat).
 async function openChat(chatId) {
   let messages = [];
@@ -321,6 +324,7 @@ async function openChat(chatId) {
     }
   }
   state.messages = messages;
+  state.earlier = messages.length >= NEWEST_SHOWN;
   state.attachments = [];
   drawConversation();
   const last = messages[messages.length - 1];
@@ -332,6 +336,12 @@ function drawConversation(typed = "") {
   const { conversation } = state.ui;
   const chat = state.chat;
   const thread = h("ol", { class: "messages", "aria-live": "polite" });
+  if (state.earlier) {
+    const button = h("button", { type: "button", class: "more" }, "Earlier messages");
+    const item = h("li", { class: "earlier" }, button);
+    button.addEventListener("click", () => busy(button, () => loadEarlier(item)));
+    thread.append(item);
+  }
   for (const message of state.messages) thread.append(messageView(message));
 
   const model = h(
@@ -389,6 +399,20 @@ function drawConversation(typed = "") {
   state.ui.composer = { send, stop, input, model };
   thread.lastElementChild?.scrollIntoView({ block: "end" });
   input.focus();
+}
+
+// The branch's previous page, above what is shown (the view keeps its place).
+async function loadEarlier(item) {
+  const first = state.messages[0];
+  const query = new URLSearchParams({ limit: "50", before: String(first.id) });
+  const page = await api.call("GET", `/chats/${state.chat.id}/messages?${query}`);
+  state.messages = [...page.items, ...state.messages];
+  state.earlier = page.next_cursor !== null;
+  const { thread } = state.ui;
+  const height = thread.scrollHeight;
+  item.after(...page.items.map(messageView));
+  if (!state.earlier) item.remove();
+  thread.scrollTop += thread.scrollHeight - height;
 }
 
 function chatActions(chat) {
@@ -531,7 +555,8 @@ async function switchTo(messageId) {
 function cutAt(message) {
   const at = state.messages.findIndex((m) => m.id === message.id);
   if (at !== -1) state.messages = state.messages.slice(0, at);
-  for (const item of [...state.ui.thread.children].slice(at === -1 ? state.ui.thread.children.length : at)) item.remove();
+  const shown = [...state.ui.thread.querySelectorAll(":scope > li.message")];
+  for (const item of shown.slice(at === -1 ? shown.length : at)) item.remove();
 }
 
 function edit(message, item) {
