@@ -44,8 +44,11 @@ def chromium_path() -> str | None:
     return named if named else shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def browser() -> Iterator[Any]:
+    """Chromium, for one test. Not for the session: Playwright's synchronous API
+    keeps an event loop running on this thread while it is open, and the
+    asynchronous tests that follow need the thread's loop free."""
     executable = chromium_path()
     if executable is None:
         pytest.skip("no chromium: apt-get install chromium (or set CHROMIUM)")

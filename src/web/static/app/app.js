@@ -253,7 +253,7 @@ function chatItem(chat) {
       "button",
       { type: "button", class: "chat-link", "aria-current": String(state.chat?.id === chat.id), onclick: () => openChat(chat.id) },
       chat.pinned ? "\u{1F4CC} " : "",
-      chat.title || "New chat",
+      chat.title || "Untitled chat",
     ),
   );
 }
@@ -281,7 +281,7 @@ async function searchChats(words) {
               h(
                 "button",
                 { type: "button", class: "chat-link", onclick: () => openChat(hit.chat_id) },
-                h("strong", {}, hit.chat_title || "New chat"),
+                h("strong", {}, hit.chat_title || "Untitled chat"),
                 h("span", { class: "snippet" }, ...highlighted(hit.snippet)),
               ),
             ),
@@ -392,7 +392,7 @@ function drawConversation(typed = "") {
   });
   stop.addEventListener("click", () => stopAnswer(stop));
 
-  const header = h("header", {}, h("h2", {}, chat ? chat.title || "New chat" : "New chat"));
+  const header = h("header", {}, h("h2", {}, chat ? chat.title || "Untitled chat" : "New chat"));
   if (chat) header.append(chatActions(chat));
   conversation.replaceChildren(header, thread, form);
   state.ui.thread = thread;
@@ -447,7 +447,7 @@ async function changeChat(changes) {
 }
 
 async function deleteChat(chat) {
-  if (!window.confirm(`Delete "${chat.title || "New chat"}" and all its messages?`)) return;
+  if (!window.confirm(`Delete "${chat.title || "Untitled chat"}" and all its messages?`)) return;
   try {
     await api.call("DELETE", `/chats/${chat.id}`);
     state.chats = state.chats.filter((c) => c.id !== chat.id);
