@@ -442,3 +442,18 @@ def test_a_long_chat_shows_its_newest_messages_then_the_earlier_ones(
     expect(messages).to_have_count(110, timeout=TIMEOUT_MS)
     expect(messages.first.locator(".plain")).to_have_text("question 0")
     expect(page.get_by_role("button", name="Earlier messages")).to_have_count(0)
+
+
+def test_a_refused_question_is_said_and_kept(
+    page: Any, live_server: LiveServer, database_url: str
+) -> None:
+    sign_in(page, live_server, "counted")
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("UPDATE users SET daily_message_quota = 1 WHERE username = 'counted'")
+    ask(page, "the one answer of today")
+    page.get_by_label("Message").fill("one too many")
+    page.get_by_label("Message").press("Enter")
+    # The quota's problem, in its own words; the question waits in the box.
+    expect(page.get_by_role("alert")).to_contain_text("quota", timeout=TIMEOUT_MS)
+    expect(page.get_by_label("Message")).to_have_value("one too many")
+    expect(page.locator(".message")).to_have_count(2)

@@ -383,12 +383,21 @@ function drawConversation(typed = "") {
       say("An image is still uploading.", "info");
       return;
     }
-    const files = state.attachments.map((file) => file.id);
+    const sending = state.attachments;
     input.value = "";
-    for (const file of state.attachments) URL.revokeObjectURL(file.preview);
     state.attachments = [];
     tray.replaceChildren();
-    ask(text, model.value, files).catch((error) => say(wordsOf(error)));
+    ask(text, model.value, sending.map((file) => file.id)).then(
+      () => sending.forEach((file) => URL.revokeObjectURL(file.preview)),
+      (error) => {
+        // Refused (a quota, an answer still running): nothing is lost.
+        say(wordsOf(error));
+        const { input: box } = state.ui.composer;
+        if (!box.value) box.value = text;
+        state.attachments = [...sending, ...state.attachments];
+        box.closest("form").querySelector(".tray").replaceChildren(...state.attachments.map(trayItem));
+      },
+    );
   });
   stop.addEventListener("click", () => stopAnswer(stop));
 
@@ -545,6 +554,7 @@ async function switchTo(messageId) {
   if (state.running) return;
   try {
     state.messages = remember(await api.call("PUT", `/chats/${state.chat.id}/current`, { message_id: messageId }));
+    state.earlier = state.messages.length >= NEWEST_SHOWN;
     drawConversation(state.ui.composer.input.value);
   } catch (error) {
     say(wordsOf(error));
@@ -572,7 +582,7 @@ function edit(message, item) {
     cutAt(message);
     // The edited question follows the same parent: a new branch beside the old one.
     answer("POST", `/chats/${state.chat.id}/messages`, { content, parent_id: message.parent_id, file_ids: message.file_ids }).catch(
-      (error) => say(wordsOf(error)),
+      refused,
     );
   });
   text.addEventListener("keydown", (event) => {
@@ -593,7 +603,13 @@ function regenerate(message) {
   const body = {};
   const model = state.ui.composer.model.value;
   if (model !== state.chat.model) body.model = model;
-  answer("POST", `/chats/${state.chat.id}/messages/${message.id}/regenerate`, body).catch((error) => say(wordsOf(error)));
+  answer("POST", `/chats/${state.chat.id}/messages/${message.id}/regenerate`, body).catch(refused);
+}
+
+// An edit or a regenerate the server refused: say why, and show the branch as it is.
+function refused(error) {
+  say(wordsOf(error));
+  if (state.chat) openChat(state.chat.id);
 }
 
 async function ask(text, model, fileIds) {
@@ -668,6 +684,7 @@ async function answer(method, path, body, following = null) {
   if (state.chat?.id === chatId) {
     try {
       state.messages = remember(await api.call("GET", `/chats/${chatId}`));
+      state.earlier = state.messages.length >= NEWEST_SHOWN;
       drawConversation(state.ui.composer.input.value);
       if (!state.chat.title) watchTitle(chatId);
     } catch {
