@@ -21,7 +21,7 @@ import logging
 import re
 import secrets
 import unicodedata
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -273,7 +273,9 @@ class UploadService:
         for anyone else, so names do not leak."""
         if not _STORED_NAME.fullmatch(filename):
             raise NotFoundError(NO_SUCH_FILE)
-        upload, from_cache = await self._record(f"upload:{filename}", filename=filename)
+        upload, from_cache = await self._record(
+            f"upload:{filename}", lambda: self._files.get_by_filename(filename)
+        )
         if upload is None or (upload.user_id != viewer.id and not viewer.is_admin):
             raise NotFoundError(NO_SUCH_FILE)
         return await self._open(upload, from_cache)
@@ -294,8 +296,10 @@ class UploadService:
         if self._links is None or self._clock is None:
             raise NotFoundError(NO_SUCH_FILE)
         self._links.check(file_id, owner_id, expires, signature, self._clock.now())
-        upload, from_cache = await self._record(f"upload-id:{file_id}", file=(owner_id, file_id))
-        if upload is None:
+        upload, from_cache = await self._record(
+            f"upload-id:{file_id}", lambda: self._files.get(owner_id, file_id)
+        )
+        if upload is None or upload.user_id != owner_id:  # a cached record is anyone's
             raise NotFoundError(NO_SUCH_FILE)
         return await self._open(upload, from_cache)
 
@@ -314,10 +318,10 @@ class UploadService:
         return OpenedFile(upload=upload, chunks=chunks)
 
     async def _record(
-        self, key: str, *, filename: str | None = None, file: tuple[int, int] | None = None
+        self, key: str, load: Callable[[], Awaitable[FileUpload | None]]
     ) -> tuple[FileUpload | None, bool]:
-        """The record behind a stored name or an (owner, id), and whether it
-        came from the cache.
+        """The record cached under ``key`` (else ``load``ed, and cached), and
+        whether it came from the cache.
 
         A chat shows the same images again and again, and a record never
         changes once written (only its deletion matters, and then the bytes are
@@ -325,14 +329,8 @@ class UploadService:
         """
         cached = await self._cache_get(key)
         if cached is not None:
-            found = _decode_record(cached)
-            return (None if file is not None and found.user_id != file[0] else found), True
-        upload: FileUpload | None
-        if filename is not None:
-            upload = await self._files.get_by_filename(filename)
-        else:
-            assert file is not None
-            upload = await self._files.get(*file)
+            return _decode_record(cached), True
+        upload = await load()
         if upload is not None and self._cache is not None:
             try:
                 await self._cache.set(key, _encode_record(upload), ttl_seconds=RECORD_TTL_SECONDS)

@@ -43,6 +43,7 @@ import msgspec
 from web.clientip import ClientAddressResolver
 from web.logs import RequestContext, request_context
 from web.metrics import Metrics
+from web.page import PAGE_ASSETS, PAGE_PATH
 from web.problems import PROBLEM_JSON, problem
 
 __all__ = ["ASGIApp", "AllowedHosts", "GzipMiddleware", "RequestContextMiddleware"]
@@ -92,8 +93,9 @@ PAGE_CSP = (
     b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; "
     b"connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 )
-PAGE = "/"
-PAGE_ASSETS = "/app/"
+
+_PAGE_FILES = PAGE_ASSETS + "/"
+
 UNMATCHED = "unmatched"
 
 
@@ -147,7 +149,7 @@ class RequestContextMiddleware:
                 scope["client"] = client = (address, 0)
 
         path = scope["path"]
-        if path == PAGE or path.startswith(PAGE_ASSETS):
+        if path == PAGE_PATH or path.startswith(_PAGE_FILES):
             security = self._page_headers
         elif path in DOCS_PAGES or path.startswith(DOCS_ASSETS):
             security = self._docs_headers

@@ -4,6 +4,7 @@ bytes in a local folder and in S3 (moto's server): every test runs on both."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -584,25 +585,35 @@ async def test_an_unreachable_s3_is_503(
 # --- two workers, no shared cache ----------------------------------------------------
 
 
+@pytest.mark.parametrize("cache", ["each worker's", "redis"])
 def test_a_deleted_file_is_a_quiet_404_in_every_worker(
-    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache: str
 ) -> None:
-    """Without Redis each worker would have had a cache of its own: the one that
-    did not delete the file kept its record and logged an error per fetch."""
+    """Without Redis each worker has a cache of its own: the one that did not
+    delete the file keeps its record, and must find the bytes gone quietly. With
+    Redis the deletion drops the shared records, by name and by id."""
     env = production_env(tmp_path, database_url, WORKERS="2", RATE_LIMIT_ENABLED="false")
-    monkeypatch.delenv("REDIS_URL", raising=False)  # the server inherits the environment
+    if cache == "redis":
+        if not os.environ.get("REDIS_URL"):
+            pytest.skip("needs REDIS_URL")
+        env["REDIS_URL"] = os.environ["REDIS_URL"]
+    else:
+        monkeypatch.delenv("REDIS_URL", raising=False)  # the server inherits the environment
     with running_server(tmp_path, **env) as (process, base):
         login = httpx.post(f"{base}/auth/login", json=ADMIN)
         auth = bearer(login.json()["access_token"])
         uploaded = httpx.post(f"{base}/upload", files={"file": ("a.png", png())}, headers=auth)
         assert uploaded.status_code == 201, uploaded.text
         body = uploaded.json()
-        # Fresh connections, so both workers serve (and could cache) the record.
+        # Fresh connections, so both workers serve (and could cache) the record,
+        # by its name and by its signed link.
         for _ in range(12):
             assert httpx.get(f"{base}{body['url']}", headers=auth).status_code == 200
+            assert httpx.get(f"{base}{body['signed_url']}").status_code == 200
         assert httpx.delete(f"{base}/files/{body['id']}", headers=auth).status_code == 204
         for _ in range(12):
             assert_problem(httpx.get(f"{base}{body['url']}", headers=auth), 404)
+            assert_problem(httpx.get(f"{base}{body['signed_url']}"), 404)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
     errors = tmp_path / "logs" / "error.log"

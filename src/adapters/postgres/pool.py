@@ -169,7 +169,6 @@ class Database:
         loop = asyncio.get_running_loop()
         deadline = asyncio.timeout_at(loop.time() + self.pool_timeout)
         self._waiting.add(deadline)
-        slot = False
         try:
             async with deadline:
                 # Borrowers queue here, not in the pool: an asyncio semaphore
@@ -177,24 +176,23 @@ class Database:
                 # a task per waiting borrower), and whoever gets past it finds a
                 # connection ready, or one being made while the pool grows.
                 await self._slots.acquire()
-                slot = True
-                pool = self.pool
-                left = max(0.0, deadline.when() - loop.time())  # type: ignore[operator]
-                # getconn and putconn rather than pool.connection(): a third of the cost.
-                return pool, await pool.getconn(timeout=left)
-        except BaseException as exc:
-            if slot:
-                self._slots.release()
-            if isinstance(exc, TimeoutError):
-                if not self._down:  # every connection stayed busy: is the server there?
-                    self._suspect()
-                raise UnavailableError(DATABASE_DOWN) from exc
-            if isinstance(exc, psycopg_pool.PoolTimeout):
+                try:
+                    pool = self.pool
+                    left = max(0.0, deadline.when() - loop.time())  # type: ignore[operator]
+                    # getconn and putconn rather than pool.connection(): a third of the cost.
+                    return pool, await pool.getconn(timeout=left)
+                except BaseException:
+                    self._slots.release()
+                    raise
+        except TimeoutError as exc:
+            if not self._down:  # every connection stayed busy: is the server there?
                 self._suspect()
-                raise UnavailableError(DATABASE_DOWN) from exc
-            if isinstance(exc, psycopg_pool.PoolClosed):
-                raise UnavailableError(DATABASE_DOWN) from exc
-            raise
+            raise UnavailableError(DATABASE_DOWN) from exc
+        except psycopg_pool.PoolTimeout as exc:
+            self._suspect()
+            raise UnavailableError(DATABASE_DOWN) from exc
+        except psycopg_pool.PoolClosed as exc:
+            raise UnavailableError(DATABASE_DOWN) from exc
         finally:
             self._waiting.discard(deadline)
 
