@@ -4,6 +4,8 @@ stopping one, and nothing a model writes ever running as a script."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -12,20 +14,37 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.browser.conftest import screenshot
-from tests.contract.live import PASSWORD, LiveServer
+from tests.contract.live import PASSWORD, Account, LiveServer
 from tests.images import png
 
 pytestmark = pytest.mark.postgres
 TIMEOUT_MS = 20_000
 
 
-def sign_in(page: Any, server: LiveServer, username: str) -> None:
-    account = server.sign_up(username)
+def enter(page: Any, server: LiveServer, account: Account) -> None:
+    """Opens the page and signs in as ``account`` with its form."""
     page.goto(server.base_url + "/")
     page.get_by_label("Email").fill(account.email)
     page.get_by_label("Password").fill(account.password)
     page.get_by_role("button", name="Sign in", exact=True).click()
+
+
+def sign_in(page: Any, server: LiveServer, username: str) -> None:
+    """A new account, signed in on the page, its message box ready."""
+    enter(page, server, server.sign_up(username))
     page.get_by_label("Message").wait_for(timeout=TIMEOUT_MS)
+
+
+@contextmanager
+def api_as(server: LiveServer, account: Account) -> Iterator[httpx.Client]:
+    """The API as ``account``, to set up what a test then looks at in the page."""
+    with httpx.Client(base_url=server.base_url, timeout=30) as client:
+        login = client.post(
+            "/auth/login", json={"email": account.email, "password": account.password}
+        )
+        assert login.status_code == 200, login.text
+        client.headers["Authorization"] = f"Bearer {login.json()['access_token']}"
+        yield client
 
 
 def ask(page: Any, question: str) -> Any:
@@ -271,10 +290,7 @@ def test_an_admin_manages_users(page: Any, live_server: LiveServer, database_url
     account = live_server.sign_up("chief")
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("UPDATE users SET is_admin = true WHERE email = %s", (account.email,))
-    page.goto(live_server.base_url + "/")
-    page.get_by_label("Email").fill(account.email)
-    page.get_by_label("Password").fill(account.password)
-    page.get_by_role("button", name="Sign in", exact=True).click()
+    enter(page, live_server, account)
     page.get_by_role("button", name="Administration").click()
 
     figures = page.get_by_label("Statistics")
@@ -358,24 +374,14 @@ def test_a_phone_screen_gets_one_column_and_loads_more_chats_on_scroll(
     browser: Any, live_server: LiveServer
 ) -> None:
     account = live_server.sign_up("phoner")
-    with httpx.Client(base_url=live_server.base_url, timeout=30) as client:
-        pair = client.post(
-            "/auth/login", json={"email": account.email, "password": account.password}
-        ).json()
+    with api_as(live_server, account) as client:
         for number in range(35):  # more than one page of 30
-            made = client.post(
-                "/chats",
-                json={"title": f"chat {number:02d}"},
-                headers={"Authorization": f"Bearer {pair['access_token']}"},
-            )
+            made = client.post("/chats", json={"title": f"chat {number:02d}"})
             assert made.status_code == 201
     context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
     page = context.new_page()
     try:
-        page.goto(live_server.base_url + "/")
-        page.get_by_label("Email").fill(account.email)
-        page.get_by_label("Password").fill(account.password)
-        page.get_by_role("button", name="Sign in", exact=True).click()
+        enter(page, live_server, account)
         chats = page.locator(".chats li[data-chat]")
         expect(chats).to_have_count(30, timeout=TIMEOUT_MS)
         # Nothing wider than the screen.
@@ -417,23 +423,14 @@ def test_a_long_chat_shows_its_newest_messages_then_the_earlier_ones(
     page: Any, live_server: LiveServer
 ) -> None:
     account = live_server.sign_up("talker")
-    with httpx.Client(base_url=live_server.base_url, timeout=30) as client:
-        pair = client.post(
-            "/auth/login", json={"email": account.email, "password": account.password}
-        ).json()
-        auth = {"Authorization": f"Bearer {pair['access_token']}"}
-        chat = client.post("/chats", json={"title": "A long one"}, headers=auth).json()
+    with api_as(live_server, account) as client:
+        chat = client.post("/chats", json={"title": "A long one"}).json()
         for number in range(55):  # 110 messages: more than the newest 100 a chat opens with
             sent = client.post(
-                f"/chats/{chat['id']}/messages",
-                json={"content": f"question {number}"},
-                headers=auth,
+                f"/chats/{chat['id']}/messages", json={"content": f"question {number}"}
             )
             assert sent.status_code == 201, sent.text
-    page.goto(live_server.base_url + "/")
-    page.get_by_label("Email").fill(account.email)
-    page.get_by_label("Password").fill(account.password)
-    page.get_by_role("button", name="Sign in", exact=True).click()
+    enter(page, live_server, account)
     page.get_by_role("button", name="A long one").click()
     messages = page.locator(".messages > li.message")
     expect(messages).to_have_count(100, timeout=TIMEOUT_MS)
