@@ -67,7 +67,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -78,13 +77,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
+from common import ADMIN, children, free_port, fresh_database, postgres_server, rss_mb  # bench/
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
-ADMIN = {"email": "bench@example.com", "password": "a bench passphrase"}
 
 QUICK = os.environ.get("BENCH_QUICK", "").strip().lower() not in ("", "0", "false", "no")
 SECONDS = max(1, round(float(os.environ.get("BENCH_SECONDS", "1" if QUICK else "10"))))
@@ -123,33 +121,6 @@ LOGIN_TARGET_PCT = 90.0
 STORM_P99_FACTOR = 2.0
 STORM_CONNECTIONS = 8  # logins at once: enough to keep every hashing thread busy
 FIRST_DELTA_SENDS = 20 if QUICK else 200
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def rss_mb(pid: int) -> float:
-    """A process's resident memory, in MB (0 when it is gone)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0.0
-    found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
-    return round(int(found[1]) / 1024, 1) if found else 0.0
-
-
-def children(pid: int) -> list[int]:
-    """The processes ``pid`` started (granian's workers)."""
-    listed = subprocess.run(  # noqa: S603
-        ["ps", "-o", "pid=", "--ppid", str(pid)],  # noqa: S607
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.split()
-    return [int(value) for value in listed]
 
 
 # --- the servers -----------------------------------------------------------------------------
@@ -249,28 +220,10 @@ def start_app(
 
 
 @contextlib.contextmanager
-def database(scratch: Path) -> Iterator[str]:
-    """A fresh database on DATABASE_URL's server, else an embedded PostgreSQL."""
-    configured = os.environ.get("DATABASE_URL")
-    if not configured:
-        from adapters.postgres.embedded import EmbeddedPostgres
-
-        embedded = EmbeddedPostgres(scratch / "postgres")
-        try:
-            yield embedded.start()
-        finally:
-            embedded.stop()
-        return
-    import psycopg
-
-    with psycopg.connect(configured, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {DATABASE}")
-    try:
-        yield urlsplit(configured)._replace(path=f"/{DATABASE}").geturl()
-    finally:
-        with psycopg.connect(configured, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+def database() -> Iterator[str]:
+    """A fresh database on DATABASE_URL's server, else on an embedded PostgreSQL."""
+    with postgres_server() as server_url, fresh_database(server_url, DATABASE) as url:
+        yield url
 
 
 def log_mb(scratch: Path) -> float:
@@ -760,7 +713,7 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         scratch = Path(tempfile.mkdtemp(prefix="gmbench"))
         stack.callback(shutil.rmtree, scratch, ignore_errors=True)
-        url = stack.enter_context(database(scratch))
+        url = stack.enter_context(database())
         bench = Bench(scratch)
         for workers in (1,) if QUICK else (1, 2):
             with contextlib.ExitStack() as servers_stack:

@@ -3,7 +3,7 @@
 Seeds a fresh database (``gmbench_scale`` on the server DATABASE_URL points
 at, else on an embedded PostgreSQL in a temporary directory) whose schema is
 the server's own migrations. ``gemini-backend serve`` starts on it first, with
-one worker, so it creates its bootstrap admin (bench/run.py's ADMIN); then, in
+one worker, so it creates its bootstrap admin (bench/common.py's ADMIN); then, in
 server-side SQL:
 
 - ``BENCH_USERS`` (5,000) users besides the admin;
@@ -47,20 +47,17 @@ machine; compare runs on one machine.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
-import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import psycopg
@@ -68,12 +65,11 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from run import ADMIN, free_port  # noqa: E402  (bench/ is not a package)
-from usage import _ROLLUP, _SPANS, timed, wait_healthy  # noqa: E402
+from common import ADMIN, backend, fresh_database, postgres_server, timed  # noqa: E402
+from usage import _ROLLUP, _SPANS  # noqa: E402
 
 from adapters.bootstrap import LlmConfig  # noqa: E402
 from adapters.postgres import migrations  # noqa: E402
-from adapters.postgres.embedded import EmbeddedPostgres  # noqa: E402
 
 USERS = int(os.environ.get("BENCH_USERS", "5000"))
 CHATS = int(os.environ.get("BENCH_CHATS", "100000"))
@@ -85,7 +81,6 @@ WARMUP = 20
 DEEP_PAGES = int(os.environ.get("BENCH_DEEP_PAGES", "50"))
 SENDS = int(os.environ.get("BENCH_SENDS", "50"))
 SEND_WARMUP = 5
-KEEP = os.environ.get("BENCH_KEEP") == "1"
 NAME = "gmbench_scale"
 
 COMMON = "harbor"  # in 2 of 5 messages
@@ -456,101 +451,65 @@ def measure(base: str, totals: dict[str, int]) -> list[dict[str, object]]:
 
 
 def run(server_url: str) -> None:
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {NAME} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {NAME}")
-    url = urlsplit(server_url)._replace(path=f"/{NAME}").geturl()
-    data_dir = Path(tempfile.mkdtemp(prefix="gmscale"))
-    server: subprocess.Popen[bytes] | None = None
-    try:
+    with (
+        fresh_database(server_url, NAME) as url,
+        tempfile.TemporaryDirectory(prefix="gmscale") as data_dir,
+    ):
         phases: dict[str, float] = {}
         started = time.monotonic()
         with timed(phases, "migrations s"):
             migrations.apply(url)
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        env = {
-            **os.environ,
-            "DATABASE_URL": url,
-            "DATA_DIR": str(data_dir),
-            "PORT": str(port),
-            "WORKERS": "1",
-            "LOG_LEVEL": "WARNING",
-            "RATE_LIMIT_ENABLED": "false",
-            "ADMIN_EMAIL": ADMIN["email"],
-            "ADMIN_PASSWORD": ADMIN["password"],
-            "LLM_PROVIDER": "echo",
-            "MAX_RUNNING_ANSWERS_PER_USER": "100",
-        }
-        with timed(phases, "server start s"):
-            server = subprocess.Popen(
-                [sys.executable, "-m", "web.cli", "serve"],
-                cwd=data_dir,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+        env = {"DATABASE_URL": url, "LLM_PROVIDER": "echo", "MAX_RUNNING_ANSWERS_PER_USER": "100"}
+        with contextlib.ExitStack() as running:
+            with timed(phases, "server start s"):
+                _, base = running.enter_context(backend(Path(data_dir), **env))
+            with psycopg.connect(url) as conn:
+                row = conn.execute(
+                    "SELECT id FROM users WHERE lower(email) = lower(%s)", (ADMIN["email"],)
+                ).fetchone()
+            assert row is not None, "the server did not create its admin"
+            seed(url, int(row[0]), phases)
+            with psycopg.connect(url) as conn:
+                counts = conn.execute(
+                    "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM chats),"
+                    " (SELECT count(*) FROM messages),"
+                    " (SELECT count(*) FROM messages WHERE user_id = %(admin)s),"
+                    " (SELECT count(*) FROM messages WHERE user_id = %(admin)s"
+                    "    AND search_vector @@ to_tsquery('english', %(common)s)),"
+                    " (SELECT count(*) FROM messages WHERE user_id = %(admin)s"
+                    "    AND search_vector @@ to_tsquery('english', %(rare)s)),"
+                    " (SELECT count(*) FROM usage_days),"
+                    " pg_size_pretty(pg_database_size(current_database()))",
+                    {"admin": row[0], "common": COMMON, "rare": RARE},
+                ).fetchone()
+            assert counts is not None
+            print(
+                json.dumps(
+                    {
+                        "users": counts[0],
+                        "chats": counts[1],
+                        "messages": counts[2],
+                        "admin's messages": counts[3],
+                        f"with {COMMON!r}": counts[4],
+                        f"with {RARE!r}": counts[5],
+                        "usage_days rows": counts[6],
+                        "database": counts[7],
+                        "seed s (with the server's start)": round(time.monotonic() - started, 1),
+                        **phases,
+                    }
+                ),
+                flush=True,
             )
-            wait_healthy(server, base)
-        with psycopg.connect(url) as conn:
-            row = conn.execute(
-                "SELECT id FROM users WHERE lower(email) = lower(%s)", (ADMIN["email"],)
-            ).fetchone()
-        assert row is not None, "the server did not create its admin"
-        seed(url, int(row[0]), phases)
-        with psycopg.connect(url) as conn:
-            counts = conn.execute(
-                "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM chats),"
-                " (SELECT count(*) FROM messages),"
-                " (SELECT count(*) FROM messages WHERE user_id = %(admin)s),"
-                " (SELECT count(*) FROM messages WHERE user_id = %(admin)s"
-                "    AND search_vector @@ to_tsquery('english', %(common)s)),"
-                " (SELECT count(*) FROM messages WHERE user_id = %(admin)s"
-                "    AND search_vector @@ to_tsquery('english', %(rare)s)),"
-                " (SELECT count(*) FROM usage_days),"
-                " pg_size_pretty(pg_database_size(current_database()))",
-                {"admin": row[0], "common": COMMON, "rare": RARE},
-            ).fetchone()
-        assert counts is not None
-        print(
-            json.dumps(
-                {
-                    "users": counts[0],
-                    "chats": counts[1],
-                    "messages": counts[2],
-                    "admin's messages": counts[3],
-                    f"with {COMMON!r}": counts[4],
-                    f"with {RARE!r}": counts[5],
-                    "usage_days rows": counts[6],
-                    "database": counts[7],
-                    "seed s (with the server's start)": round(time.monotonic() - started, 1),
-                    **phases,
-                }
-            ),
-            flush=True,
-        )
-        print(
-            f"one worker, {ROUNDS} sequential requests a route ({SENDS} sends) over one "
-            f"connection after warm-up; {os.cpu_count()} cores",
-            flush=True,
-        )
-        results = measure(base, {"chats": counts[1], "messages": counts[2]})
-        judged = [r for r in results if "verdict" in r]
-        met = all(r["verdict"] == "met" for r in judged)
-        names = ", ".join(f"{r['route']} {r['target']}: {r['verdict']}" for r in judged)
-        print(f"{names}; targets: {'met' if met else 'NOT met'}", flush=True)
-    finally:
-        if server is not None:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-        shutil.rmtree(data_dir, ignore_errors=True)
-        if KEEP:
-            print(f"kept: {url}", flush=True)
-        else:
-            with psycopg.connect(server_url, autocommit=True) as conn:
-                conn.execute(f"DROP DATABASE IF EXISTS {NAME} WITH (FORCE)")
+            print(
+                f"one worker, {ROUNDS} sequential requests a route ({SENDS} sends) over one "
+                f"connection after warm-up; {os.cpu_count()} cores",
+                flush=True,
+            )
+            results = measure(base, {"chats": counts[1], "messages": counts[2]})
+            judged = [r for r in results if "verdict" in r]
+            met = all(r["verdict"] == "met" for r in judged)
+            names = ", ".join(f"{r['route']} {r['target']}: {r['verdict']}" for r in judged)
+            print(f"{names}; targets: {'met' if met else 'NOT met'}", flush=True)
 
 
 def main() -> None:
@@ -558,16 +517,8 @@ def main() -> None:
     assert MESSAGES % 2 == 0 and HEAVY_MESSAGES < MESSAGES and HEAVY_CHATS < CHATS
     assert (MESSAGES - HEAVY_MESSAGES) // 2 >= CHATS - HEAVY_CHATS, "a pair a chat at least"
     assert HEAVY_CHATS >= 20 * (DEEP_PAGES + 1), "the deep page is past the admin's list"
-    url = os.environ.get("DATABASE_URL")
-    if url:
-        run(url)
-        return
-    with tempfile.TemporaryDirectory() as directory:
-        server = EmbeddedPostgres(Path(directory))
-        try:
-            run(server.start())
-        finally:
-            server.stop()
+    with postgres_server() as server_url:
+        run(server_url)
 
 
 if __name__ == "__main__":

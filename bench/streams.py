@@ -31,7 +31,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from run import ADMIN, free_port  # noqa: E402  (bench/ is not a package)
+from common import ADMIN, backend, children, free_port, rss_mb  # noqa: E402
 
 ANSWERS = int(os.environ.get("BENCH_ANSWERS", "100"))
 PIECES = int(os.environ.get("BENCH_PIECES", "200"))
@@ -111,10 +111,7 @@ async def one_answer(port: int, token: str, chat_id: int) -> tuple[list[float], 
 
 
 def worker_rss_mb(server_pid: int) -> float:
-    children = subprocess.run(
-        ["ps", "-o", "rss=", "--ppid", str(server_pid)], capture_output=True, text=True, check=False
-    ).stdout.split()
-    return round(sum(int(value) for value in children) / 1024, 1)
+    return round(sum(rss_mb(worker) for worker in children(server_pid)), 1)
 
 
 async def waves(port: int, server_pid: int) -> list[dict[str, object]]:
@@ -181,50 +178,28 @@ def main() -> None:
     if sys.argv[1:2] == ["model"]:
         asyncio.run(model_server(int(sys.argv[2])))
         return
-    model_port, port = free_port(), free_port()
-    data_dir = Path(tempfile.mkdtemp(prefix="gmstreams"))
+    model_port = free_port()
     model = subprocess.Popen([sys.executable, __file__, "model", str(model_port)])
     env = {
-        **os.environ,
-        "DATA_DIR": str(data_dir),
-        "PORT": str(port),
-        "WORKERS": "1",
-        "LOG_LEVEL": "WARNING",
-        "RATE_LIMIT_ENABLED": "false",
-        "ADMIN_EMAIL": ADMIN["email"],
-        "ADMIN_PASSWORD": ADMIN["password"],
         "LLM_PROVIDER": "openai",
         "OPENAI_BASE_URL": f"http://127.0.0.1:{model_port}/v1",
         "OPENAI_MODEL": "bench",
         "MAX_RUNNING_ANSWERS_PER_USER": str(ANSWERS),
     }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "web.cli", "serve"],
-        cwd=data_dir,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert server.poll() is None, "the server exited"
-            assert time.monotonic() < deadline, "the server did not start"
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        print(
-            f"{ANSWERS} answers at once, {PIECES} pieces {GAP_SECONDS * 1000:g} ms apart, "
-            f"one reader each, {WAVES} waves; {os.cpu_count()} cores",
-            flush=True,
-        )
-        print(summary(asyncio.run(waves(port, server.pid))), flush=True)
+        with (
+            tempfile.TemporaryDirectory(prefix="gmstreams") as data_dir,
+            backend(Path(data_dir), **env) as (server, base),
+        ):
+            print(
+                f"{ANSWERS} answers at once, {PIECES} pieces {GAP_SECONDS * 1000:g} ms apart, "
+                f"one reader each, {WAVES} waves; {os.cpu_count()} cores",
+                flush=True,
+            )
+            port = int(base.rpartition(":")[2])
+            print(summary(asyncio.run(waves(port, server.pid))), flush=True)
     finally:
-        server.terminate()
         model.terminate()
-        server.wait(timeout=60)
         model.wait(timeout=10)
 
 

@@ -26,19 +26,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import psycopg
@@ -46,17 +40,15 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from run import ADMIN, free_port  # noqa: E402  (bench/ is not a package)
+from common import ADMIN, backend, fresh_database, postgres_server, timed  # noqa: E402
 
 from adapters.postgres import migrations  # noqa: E402
-from adapters.postgres.embedded import EmbeddedPostgres  # noqa: E402
 from adapters.postgres.usage import _BY_USER, _DAYS, _cover  # noqa: E402
 
 USERS = int(os.environ.get("BENCH_USERS", "2000"))
 CHATS = int(os.environ.get("BENCH_CHATS", "10000"))
 MESSAGES = int(os.environ.get("BENCH_MESSAGES", "1000000"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "200"))
-KEEP = os.environ.get("BENCH_KEEP") == "1"
 NAME = "gmbench_usage"
 HEAVY_CHATS = CHATS // 50  # user 1's (200); the other users share the rest
 DAYS = 90  # the seeded answers' days: today and the 89 before
@@ -150,13 +142,6 @@ SELECT level, DATE '0001-01-01' + ((day - DATE '0001-01-01') & ~((1 << level) - 
 FROM usage_days CROSS JOIN generate_series(1, 9) AS level
 GROUP BY 1, 2, 3
 """
-
-
-@contextmanager
-def timed(phases: dict[str, float], name: str) -> Iterator[None]:
-    started = time.monotonic()
-    yield
-    phases[name] = round(time.monotonic() - started, 1)
 
 
 def seed(url: str, phases: dict[str, float]) -> None:
@@ -321,113 +306,58 @@ def measure(base: str, url: str, admin_id: int) -> list[dict[str, object]]:
 # --- the run -------------------------------------------------------------------------
 
 
-def wait_healthy(server: subprocess.Popen[bytes], base: str) -> None:
-    deadline = time.monotonic() + 120
-    while True:
-        assert server.poll() is None, "the server exited"
-        assert time.monotonic() < deadline, "the server did not start"
-        try:
-            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-
-
 def run(server_url: str) -> None:
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {NAME} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {NAME}")
-    url = urlsplit(server_url)._replace(path=f"/{NAME}").geturl()
-    data_dir = Path(tempfile.mkdtemp(prefix="gmusage"))
-    server: subprocess.Popen[bytes] | None = None
-    try:
+    with (
+        fresh_database(server_url, NAME) as url,
+        tempfile.TemporaryDirectory(prefix="gmusage") as data_dir,
+    ):
         phases: dict[str, float] = {}
         started = time.monotonic()
         with timed(phases, "migrations s"):
             migrations.apply(url)
         seed(url, phases)
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        env = {
-            **os.environ,
-            "DATABASE_URL": url,
-            "DATA_DIR": str(data_dir),
-            "PORT": str(port),
-            "WORKERS": "1",
-            "LOG_LEVEL": "WARNING",
-            "RATE_LIMIT_ENABLED": "false",
-            "ADMIN_EMAIL": ADMIN["email"],
-            "ADMIN_PASSWORD": ADMIN["password"],
-        }
-        server = subprocess.Popen(
-            [sys.executable, "-m", "web.cli", "serve"],
-            cwd=data_dir,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_healthy(server, base)
-        admin_id = seed_admin_and_rollup(url, phases)
-        with psycopg.connect(url) as conn:
-            counts = conn.execute(
-                "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM chats),"
-                " (SELECT count(*) FROM messages),"
-                " (SELECT count(*) FROM messages WHERE role = 'assistant'),"
-                " (SELECT count(*) FROM usage_days),"
-                " pg_size_pretty(pg_database_size(current_database()))"
-            ).fetchone()
-        assert counts is not None
-        print(
-            json.dumps(
-                {
-                    "users": counts[0],
-                    "chats": counts[1],
-                    "messages": counts[2],
-                    "answers": counts[3],
-                    "usage_days rows": counts[4],
-                    "database": counts[5],
-                    "seed s (with the server's start)": round(time.monotonic() - started, 1),
-                    **phases,
-                }
-            ),
-            flush=True,
-        )
-        print(
-            f"one worker, {ROUNDS} sequential requests a route over one connection; "
-            f"{os.cpu_count()} cores",
-            flush=True,
-        )
-        results = measure(base, url, admin_id)
-        met = all(str(r[f"p95 < {TARGET_MS:g} ms"]) == "met" for r in results)
-        print(f"every route p95 under {TARGET_MS:g} ms: {'met' if met else 'NOT met'}", flush=True)
-    finally:
-        if server is not None:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-        shutil.rmtree(data_dir, ignore_errors=True)
-        if KEEP:
-            print(f"kept: {url}", flush=True)
-        else:
-            with psycopg.connect(server_url, autocommit=True) as conn:
-                conn.execute(f"DROP DATABASE IF EXISTS {NAME} WITH (FORCE)")
+        with backend(Path(data_dir), DATABASE_URL=url) as (_, base):
+            admin_id = seed_admin_and_rollup(url, phases)
+            with psycopg.connect(url) as conn:
+                counts = conn.execute(
+                    "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM chats),"
+                    " (SELECT count(*) FROM messages),"
+                    " (SELECT count(*) FROM messages WHERE role = 'assistant'),"
+                    " (SELECT count(*) FROM usage_days),"
+                    " pg_size_pretty(pg_database_size(current_database()))"
+                ).fetchone()
+            assert counts is not None
+            print(
+                json.dumps(
+                    {
+                        "users": counts[0],
+                        "chats": counts[1],
+                        "messages": counts[2],
+                        "answers": counts[3],
+                        "usage_days rows": counts[4],
+                        "database": counts[5],
+                        "seed s (with the server's start)": round(time.monotonic() - started, 1),
+                        **phases,
+                    }
+                ),
+                flush=True,
+            )
+            print(
+                f"one worker, {ROUNDS} sequential requests a route over one connection; "
+                f"{os.cpu_count()} cores",
+                flush=True,
+            )
+            results = measure(base, url, admin_id)
+            met = all(str(r[f"p95 < {TARGET_MS:g} ms"]) == "met" for r in results)
+            print(
+                f"every route p95 under {TARGET_MS:g} ms: {'met' if met else 'NOT met'}", flush=True
+            )
 
 
 def main() -> None:
     assert MESSAGES % (2 * CHATS) == 0, "BENCH_MESSAGES must be a multiple of 2 * BENCH_CHATS"
-    url = os.environ.get("DATABASE_URL")
-    if url:
-        run(url)
-        return
-    with tempfile.TemporaryDirectory() as directory:
-        server = EmbeddedPostgres(Path(directory))
-        try:
-            run(server.start())
-        finally:
-            server.stop()
+    with postgres_server() as server_url:
+        run(server_url)
 
 
 if __name__ == "__main__":
